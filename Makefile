@@ -1,0 +1,59 @@
+# Reproducible set-up and checks. `make test` and `make demo` work on a fresh machine.
+#
+# torch: `torch==$(TORCH_VERSION)` is pinned in every pip call so no later step can swap it.
+# With an NVIDIA GPU (nvidia-smi present) the ordinary PyPI build (CUDA) is used; on a CPU-only
+# machine set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu to get the small CPU build.
+# sam2 is an sdist whose metadata pulls torchvision, so it is built against the installed torch,
+# without dependencies and without the CUDA extension (see README, "Installation").
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?=
+SAM2_VERSION ?= 1.1.0
+
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check
+STAMP := $(VENV)/.stamp-install
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_INDEX := $(if $(and $(TORCH_INDEX_URL),$(if $(HAS_GPU),,1)),--index-url $(TORCH_INDEX_URL),)
+
+.PHONY: install test lint unit integration demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "torch $(TORCH_VERSION) ($(if $(HAS_GPU),GPU present: PyPI build,CPU))"
+	$(PIP) install --no-cache-dir $(TORCH_INDEX) torch==$(TORCH_VERSION)
+	$(PIP) install --no-cache-dir torch==$(TORCH_VERSION) -e '.[test]'
+	SAM2_BUILD_CUDA=0 $(PIP) install --no-cache-dir --no-deps --no-build-isolation \
+		sam2==$(SAM2_VERSION)
+	$(BIN)/python -c "import torch, sam2.modeling.sam2_base, peft; print('torch', torch.__version__)"
+	touch $@
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+integration: install
+	$(BIN)/pytest tests/integration -q
+
+test: lint
+	$(BIN)/pytest -q
+
+# First run on embedded defaults: the example image, the tiny test model with random weights
+# (no download needed; the masks are noise until real weights are given with --checkpoint).
+demo: install
+	$(BIN)/unsamv2 segment examples/scene.png --config test-tiny --random-weights \
+		--point 160,120 --point 20,20,0 --granularity 0.2 1.0 --out out/demo/mask.png
+
+bench: install
+	$(BIN)/unsamv2 bench click
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache out

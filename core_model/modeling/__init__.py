@@ -1,0 +1,1 @@
+"""Torch modules: SAM-2 extended with UnSAMv2's granularity modules."""

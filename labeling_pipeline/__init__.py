@@ -1,0 +1,1 @@
+"""Workers and offline jobs: data store, pseudo-labels, training, evaluation, export."""

@@ -1,0 +1,1 @@
+"""Serving adapters and the command line: Label Studio, CVAT, `unsamv2`."""

@@ -1,0 +1,193 @@
+"""`unsamv2 bench ...`: speed measurements printed as ratios measured in one run.
+
+`bench click` compares, on the same model and images, the per-click latency of the cached path
+(embedding computed once per image, every click decodes only) with the naive path that
+re-embeds the image on every click (as Label Studio's stock SAM-2 example does). Latencies
+include prompt conversion, decoding, upsampling to the original size and thresholding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class ClickBenchResult:
+    """Timings for one image size (seconds unless stated)."""
+
+    width: int
+    height: int
+    embed_s: float
+    embedding_bytes: int
+    cached_p50_s: float
+    cached_p95_s: float
+    naive_p50_s: float
+    naive_p95_s: float
+    speedup_p50: float
+    clicks: int
+    naive_clicks: int
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse "WIDTHxHEIGHT"."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return width, height
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `bench` and its benchmarks."""
+    bench = subparsers.add_parser("bench", help="speed benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    p = benches.add_parser(
+        "click",
+        help="per-click latency: cached embedding vs re-embedding on every click",
+        description=__doc__,
+    )
+    p.add_argument("--config", default="small", help="model variant (random weights)")
+    p.add_argument(
+        "--sizes", type=parse_size, nargs="+", default=[(1024, 768), (4000, 3000)], metavar="WxH"
+    )
+    p.add_argument("--clicks", type=int, default=30, help="timed cached clicks per size")
+    p.add_argument("--naive-clicks", type=int, default=3, help="timed naive clicks per size")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.set_defaults(run=run_click)
+
+
+def synthetic_image(width: int, height: int, seed: int = 0) -> npt.NDArray[np.uint8]:
+    """Return an RGB image with a gradient background and a few flat shapes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    image[..., 0] = (xx * 255 // max(width - 1, 1)).astype(np.uint8)
+    image[..., 1] = (yy * 255 // max(height - 1, 1)).astype(np.uint8)
+    image[..., 2] = 128
+    for _ in range(6):
+        cx, cy = rng.integers(0, width), rng.integers(0, height)
+        r = int(rng.integers(max(2, min(width, height) // 12), max(3, min(width, height) // 4)))
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+        image[disc] = rng.integers(0, 256, size=3, dtype=np.uint8)
+    return image
+
+
+def _timed(fn: Callable[[], object], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_click_size(
+    predictor: Any, naive: Any, width: int, height: int, *, clicks: int, naive_clicks: int
+) -> ClickBenchResult:
+    """Measure one image size; `naive` is a predictor whose cache stores nothing."""
+    from core_model.types import Prompts
+
+    rng = np.random.default_rng(1)
+    image = synthetic_image(width, height)
+
+    def click() -> Prompts:
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        return Prompts.from_arrays([[x, y]], [1])
+
+    start = time.perf_counter()
+    embedding = predictor.embed(image)
+    embed_s = time.perf_counter() - start
+    for _ in range(3):  # warm-up: first decoder calls allocate
+        predictor.predict(embedding, click(), granularity=0.5)
+
+    def cached() -> None:
+        emb = predictor.embed(image)  # a cache hit, counted in the latency (hashing included)
+        predictor.predict(emb, click(), granularity=float(rng.uniform(0.1, 1.0)))
+
+    def naive_click() -> None:
+        emb = naive.embed(image)
+        naive.predict(emb, click(), granularity=float(rng.uniform(0.1, 1.0)))
+
+    cached_times = _timed(cached, clicks)
+    naive_times = _timed(naive_click, naive_clicks)
+    c50, c95 = np.percentile(cached_times, [50, 95])
+    n50, n95 = np.percentile(naive_times, [50, 95])
+    return ClickBenchResult(
+        width=width,
+        height=height,
+        embed_s=embed_s,
+        embedding_bytes=embedding.nbytes,
+        cached_p50_s=float(c50),
+        cached_p95_s=float(c95),
+        naive_p50_s=float(n50),
+        naive_p95_s=float(n95),
+        speedup_p50=float(n50 / c50),
+        clicks=clicks,
+        naive_clicks=naive_clicks,
+    )
+
+
+def run_click(args: argparse.Namespace) -> int:
+    """Run `bench click` and print a table."""
+    import torch
+
+    from core_model.build import build_model
+    from core_model.cache import LRUEmbeddingCache
+    from core_model.predictor import GranularityPredictor
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build_model(args.config, device=args.device)
+    predictor = GranularityPredictor(model)
+    naive = GranularityPredictor(model, cache=LRUEmbeddingCache(0))
+    device_name = (
+        torch.cuda.get_device_name(0)
+        if model.image_encoder.trunk.pos_embed.is_cuda
+        else f"{platform.processor() or platform.machine()} CPU"
+    )
+    print(
+        f"bench click: model {args.config} (random weights), device {args.device} "
+        f"({device_name}), torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    header = (
+        f"{'image':>11} {'embed':>8} {'emb MiB':>8} {'cached p50':>11} {'p95':>8} "
+        f"{'naive p50':>10} {'p95':>8} {'speed-up':>9}"
+    )
+    print(header)
+    results = []
+    for width, height in args.sizes:
+        r = bench_click_size(
+            predictor, naive, width, height, clicks=args.clicks, naive_clicks=args.naive_clicks
+        )
+        results.append(r)
+        print(
+            f"{width:>5}x{height:<5} {r.embed_s:>7.2f}s {r.embedding_bytes / 2**20:>8.1f} "
+            f"{r.cached_p50_s * 1e3:>9.1f}ms {r.cached_p95_s * 1e3:>6.1f}ms "
+            f"{r.naive_p50_s:>9.2f}s {r.naive_p95_s:>7.2f}s {r.speedup_p50:>8.1f}x"
+        )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "config": args.config,
+            "device": args.device,
+            "device_name": device_name,
+            "threads": torch.get_num_threads(),
+            "results": [asdict(r) for r in results],
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0
