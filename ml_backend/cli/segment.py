@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core_model.imageio import load_image_rgb
 from core_model.types import MaskPrediction, Point, Prompts, as_granularity_tuple
-from ml_backend.imageio import load_image_rgb
 
 logger = logging.getLogger(__name__)
 

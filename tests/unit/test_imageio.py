@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from core_model.errors import InvalidImageError
-from ml_backend.imageio import load_image_rgb
+from core_model.imageio import load_image_rgb
 
 
 def _png(image: Image.Image, **kwargs) -> bytes:
@@ -71,3 +71,10 @@ def test_missing_file_and_pixel_limit(tmp_path: Path) -> None:
     data = _png(Image.new("RGB", (100, 100)))
     with pytest.raises(InvalidImageError, match="limit"):
         load_image_rgb(data, max_pixels=5000)
+
+
+def test_downscale_to_a_maximum_side() -> None:
+    data = _png(Image.new("RGB", (400, 100), (10, 20, 30)))
+    out = load_image_rgb(data, max_side=200)
+    assert out.shape == (50, 200, 3) and out[0, 0].tolist() == [10, 20, 30]
+    assert load_image_rgb(data, max_side=1000).shape == (100, 400, 3)

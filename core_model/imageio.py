@@ -1,7 +1,8 @@
 """Decode image files into the (H, W, 3) uint8 RGB arrays the model takes.
 
 Handles EXIF orientation, grayscale, palette, alpha (composited on white), 16-bit and float
-images, and refuses decompression bombs before decoding pixels.
+images; refuses images over a pixel limit before decoding pixels (decompression bombs), and can
+downscale large images to a maximum side instead.
 """
 
 from __future__ import annotations
@@ -36,9 +37,17 @@ def _to_uint8_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
 
 
 def load_image_rgb(
-    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: str | Path | bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Read an image file (path or bytes) as (H, W, 3) uint8 RGB, EXIF orientation applied.
+
+    Args:
+        source: File path or the file's bytes.
+        max_pixels: Refuse files with more pixels than this (checked before decoding).
+        max_side: If given, downscale (aspect kept, Lanczos) so the longer side is at most this.
 
     Raises:
         InvalidImageError: unreadable or broken file, or more than `max_pixels` pixels.
@@ -57,9 +66,16 @@ def load_image_rgb(
                 raise InvalidImageError(
                     f"image {name} has {width}x{height} pixels, more than the limit {max_pixels}"
                 )
+            if max_side is not None and max(width, height) > max_side:
+                image.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale
             image.load()
             image = ImageOps.exif_transpose(image) or image
-            return _to_uint8_rgb(image)
+            rgb = _to_uint8_rgb(image)
+            if max_side is not None and max(rgb.shape[:2]) > max_side:
+                scale = max_side / max(rgb.shape[:2])
+                size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+                rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+            return rgb
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, InvalidImageError):
             raise
