@@ -60,16 +60,16 @@ def load_image_rgb(
     try:
         with stream, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
-            width, height = image.size
+            opened = Image.open(stream)
+            width, height = opened.size
             if width * height > max_pixels:
                 raise InvalidImageError(
                     f"image {name} has {width}x{height} pixels, more than the limit {max_pixels}"
                 )
             if max_side is not None and max(width, height) > max_side:
-                image.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
+                opened.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale
+            opened.load()
+            image: Image.Image = ImageOps.exif_transpose(opened) or opened
             rgb = _to_uint8_rgb(image)
             if max_side is not None and max(rgb.shape[:2]) > max_side:
                 scale = max_side / max(rgb.shape[:2])
