@@ -18,7 +18,7 @@ STAMP := $(VENV)/.stamp-install
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH_INDEX := $(if $(and $(TORCH_INDEX_URL),$(if $(HAS_GPU),,1)),--index-url $(TORCH_INDEX_URL),)
 
-.PHONY: install test lint unit integration demo bench clean
+.PHONY: install test lint unit integration run demo bench clean
 
 install: $(STAMP)
 
@@ -46,7 +46,12 @@ integration: install
 test: lint
 	$(BIN)/pytest -q
 
-# First run on embedded defaults: the example image, the tiny test model with random weights
+# The service on embedded defaults: backend + worker + beat, SQLite and a filesystem broker under
+# UNSAMV2_DATA_DIR (default ./data). Ctrl-C stops it.
+run: install
+	$(BIN)/unsamv2 up
+
+# A one-shot segmentation on embedded defaults: the example image, the tiny test model with random weights
 # (no download needed; the masks are noise until real weights are given with --checkpoint).
 demo: install
 	$(BIN)/unsamv2 segment examples/scene.png --config test-tiny --random-weights \

@@ -1,7 +1,12 @@
-"""Helpers that write checkpoint files of every kind from tiny random models."""
+"""Integration fixtures: checkpoint files of every kind, real Redis/PostgreSQL, child services."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +14,8 @@ import torch
 
 from core_model.build import build_model
 from core_model.checkpoint import is_granularity_key, official_state_dict
+
+from helpers import ServiceProcess, free_port, missing_service, wait_for
 
 
 def fresh_tiny(seed: int = 1234):
@@ -44,3 +51,71 @@ def sam2_checkpoint(tmp_path: Path) -> Path:
 def make_tiny():
     """Factory: `make_tiny(seed)` builds a fresh test-tiny model that a test may modify."""
     return fresh_tiny
+
+
+# ----------------------------------------------------------------- services for integration
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on 127.0.0.1 (started and stopped by the test session)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_service("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    wait_for(answers, 10, "redis-server")
+    yield f"redis://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """PostgreSQL URL given by CI (UNSAMV2_TEST_POSTGRES_URL), else skip."""
+    url = os.environ.get("UNSAMV2_TEST_POSTGRES_URL")
+    if not url:
+        missing_service("UNSAMV2_TEST_POSTGRES_URL is not set (PostgreSQL)")
+    return url
+
+
+@pytest.fixture
+def service_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for child services: a fresh data dir, embedded broker, one torch thread."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNSAMV2_", "LABEL_STUDIO_"))}
+    env.update(
+        {
+            "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
+            "UNSAMV2_TORCH_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def start_service(tmp_path: Path):
+    """Factory: start_service(args, env) -> ServiceProcess; all are stopped at teardown."""
+    started: list[ServiceProcess] = []
+
+    def start(args: list[str], env: dict[str, str]) -> ServiceProcess:
+        service = ServiceProcess(args, env, tmp_path / f"{args[0]}-{len(started)}.log")
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()

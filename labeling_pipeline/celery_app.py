@@ -1,0 +1,97 @@
+"""The Celery application factory.
+
+Queues: ``pseudo_labels`` (CPU work: pseudo-labels, Label Studio sync, checks) and
+``training`` (GPU work). Every task acknowledges late and is rejected back to the queue when
+its worker process dies, so a killed task runs again; tasks are idempotent. Without a broker
+URL, an embedded filesystem broker under the data directory is used (no server needed; Redis is
+recommended for deployments: it also redelivers the tasks of a worker killed as a whole, after
+``visibility_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from labeling_pipeline.settings import PipelineSettings
+
+SETTINGS_KEY = "unsamv2_settings"
+PSEUDO_LABEL_QUEUE = "pseudo_labels"
+TRAINING_QUEUE = "training"
+TRAIN_TASK = "unsamv2.train"
+CHECK_RETRAINING_TASK = "unsamv2.check_retraining"
+
+
+def broker_config(settings: PipelineSettings) -> dict[str, Any]:
+    """Return broker, result backend and transport options for these settings."""
+    if settings.broker_url:
+        backend = settings.result_backend or (
+            settings.broker_url
+            if settings.broker_url.startswith(("redis://", "rediss://"))
+            else None
+        )
+        return {
+            "broker_url": settings.broker_url,
+            "result_backend": backend,
+            "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        }
+    root = settings.broker_dir.resolve()
+    folders = {name: root / name for name in ("queue", "processed", "results", "control")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": "filesystem://",
+        "result_backend": settings.result_backend or f"file://{folders['results']}",
+        "broker_transport_options": {
+            "data_folder_in": str(folders["queue"]),
+            "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"]),
+            "control_folder": str(folders["control"]),
+            "store_processed": False,
+            "polling_interval": 0.1,
+        },
+    }
+
+
+def create_celery_app(settings: PipelineSettings, *, name: str = "unsamv2") -> Celery:
+    """Build the Celery app for these settings (tasks registered, beat schedule set).
+
+    The settings are kept in ``app.conf[SETTINGS_KEY]`` for the tasks.
+    """
+    from labeling_pipeline import tasks, worker_context
+
+    app = Celery(name)
+    app.conf.update(
+        **broker_config(settings),
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=PSEUDO_LABEL_QUEUE,
+        task_queues=[
+            Queue(name, Exchange(name), routing_key=name)
+            for name in (PSEUDO_LABEL_QUEUE, TRAINING_QUEUE)
+        ],
+        task_default_exchange=PSEUDO_LABEL_QUEUE,
+        task_default_routing_key=PSEUDO_LABEL_QUEUE,
+        task_routes={TRAIN_TASK: {"queue": TRAINING_QUEUE}},
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=dt.timedelta(days=7),
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "check-retraining": {
+                "task": CHECK_RETRAINING_TASK,
+                "schedule": dt.timedelta(seconds=settings.retrain_check_interval_s),
+            }
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+    )
+    app.conf[SETTINGS_KEY] = settings
+    tasks.register(app)
+    worker_context.connect_signals()
+    return app

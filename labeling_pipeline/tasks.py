@@ -1,0 +1,194 @@
+"""Celery tasks: thin, idempotent wrappers over the library. Arguments are ids only.
+
+Every task records its execution in its job row (status, attempts, worker pid, progress) so
+`unsamv2 jobs` and the backend can show it. A redelivered task finds finished work and only
+re-records it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, Task
+
+from core_model.errors import UnSAMv2Error
+from labeling_pipeline.celery_app import SETTINGS_KEY
+from labeling_pipeline.fetch import FetchPolicy
+from labeling_pipeline.label_studio import LabelStudioClient, LabelStudioError
+from labeling_pipeline.locks import exclusive_file_lock
+from labeling_pipeline.retraining import retraining_decisions
+from labeling_pipeline.settings import PipelineSettings
+from labeling_pipeline.store import Store
+from labeling_pipeline.store.models import Image, PseudoLabelRun
+from labeling_pipeline.store.repository import (
+    create_job,
+    fail_job,
+    finish_job,
+    get_job,
+    project_images,
+    record_pseudo_label_image,
+    recount_run_progress,
+    start_job,
+)
+from labeling_pipeline.worker_context import get_feature_extractor, store_for
+
+logger = logging.getLogger(__name__)
+
+TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+}
+
+
+def _context(task: Task) -> tuple[PipelineSettings, Store]:
+    settings: PipelineSettings = task.app.conf[SETTINGS_KEY]
+    return settings, store_for(settings)
+
+
+def _begin(store: Store, job_id: int) -> None:
+    """Record an execution of the job's task (a redelivery counts as a new attempt)."""
+    with store.session() as session:
+        start_job(session, job_id, worker_pid=os.getpid())
+
+
+def pseudo_label_project(task: Task, job_id: int, run_id: int) -> dict[str, Any]:
+    """Fan out one `pseudo_label_image` task per image of the run's project."""
+    from celery import group
+
+    _, store = _context(task)
+    _begin(store, job_id)
+    with store.session() as session:
+        run = session.get(PseudoLabelRun, run_id)
+        if run is None:
+            fail_job(session, job_id, f"pseudo-label run {run_id} does not exist")
+            return {"images": 0}
+        image_ids = [image.id for image in project_images(session, run.project_id)]
+        get_job(session, job_id).progress_total = len(image_ids)
+        if not image_ids:
+            finish_job(session, job_id, message="the project has no images")
+            return {"images": 0}
+    image_task = task.app.tasks["unsamv2.pseudo_label_image"]
+    group(image_task.s(job_id, run_id, image_id) for image_id in image_ids).apply_async()
+    return {"images": len(image_ids)}
+
+
+def pseudo_label_image(task: Task, job_id: int, run_id: int, image_id: int) -> dict[str, Any]:
+    """Pseudo-label one image of a run (skips an image whose JSON is already written)."""
+    from labeling_pipeline.pseudo_labels.pipeline import run_for_image
+
+    settings, store = _context(task)
+    with store.session() as session:
+        run, image = session.get(PseudoLabelRun, run_id), session.get(Image, image_id)
+        if run is None or image is None:
+            raise UnSAMv2Error(f"run {run_id} or image {image_id} does not exist")
+        image_path, out_dir = Path(image.local_path), Path(run.output_dir)
+        features, config = run.features, dict(run.config)
+        start_job(session, job_id, worker_pid=os.getpid())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_file_lock(out_dir / f".{image_id}.lock"):
+            extractor = get_feature_extractor(features, settings.device)
+            outcome = run_for_image(image_path, out_dir, extractor=extractor, config=config)
+        status, error = ("done", "") if outcome.ok else ("failed", outcome.reason)
+        json_path, count = (
+            (str(outcome.json_path) if outcome.json_path else None),
+            outcome.num_masks,
+        )
+    except UnSAMv2Error as exc:
+        status, error, json_path, count = "failed", str(exc), None, 0
+    with store.session() as session:
+        record_pseudo_label_image(
+            session,
+            run_id,
+            image_id,
+            status=status,
+            json_path=json_path,
+            num_masks=count,
+            error=error,
+        )
+        recount_run_progress(session, job_id, run_id)
+    return {"image_id": image_id, "status": status, "masks": count}
+
+
+def sync_label_studio(task: Task, job_id: int, ls_project_id: int) -> dict[str, Any]:
+    """Pull a Label Studio project's images and accepted annotations into the store."""
+    from labeling_pipeline.sync import sync_project
+
+    settings, store = _context(task)
+    _begin(store, job_id)
+
+    def progress(done: int, total: int) -> None:
+        with store.session() as session:
+            job = get_job(session, job_id)
+            job.progress_done, job.progress_total = done, total
+
+    try:
+        client = LabelStudioClient(
+            settings.label_studio_url or "", settings.label_studio_api_key or ""
+        )
+        policy = FetchPolicy(allowed_hosts=frozenset({client.host}))
+        result = sync_project(
+            settings, store, ls_project_id, client=client, policy=policy, on_progress=progress
+        )
+    except LabelStudioError as exc:
+        if exc.status is None and task.request.retries < 3:  # unreachable: try again later
+            raise task.retry(exc=exc, countdown=30 * 2**task.request.retries) from exc
+        with store.session() as session:
+            fail_job(session, job_id, str(exc))
+        return {"error": str(exc)}
+    with store.session() as session:
+        job = finish_job(session, job_id, result=result.as_dict())
+        job.project_id = result.project_id
+    return result.as_dict()
+
+
+def check_retraining(task: Task) -> dict[str, Any]:
+    """Beat entry: record which projects are due for retraining and queue their runs."""
+    from labeling_pipeline.jobs import submit_training, training_available
+
+    settings, store = _context(task)
+    now = dt.datetime.now(dt.timezone.utc)
+    with store.session() as session:
+        decisions = retraining_decisions(
+            session,
+            min_new_masks=settings.retrain_min_new_masks,
+            period_s=settings.retrain_period_s,
+            now=now,
+        )
+        job = create_job(session, "retrain_check")
+        job_id = job.id
+    queued = []
+    for decision in decisions:
+        if decision.due and training_available(task.app):
+            queued.append(
+                submit_training(task.app, store, decision.project_id, reason=decision.reason)
+            )
+    summary = {
+        "due": [d.project_id for d in decisions if d.due],
+        "queued_jobs": queued,
+        "training_installed": training_available(task.app),
+        "decisions": [
+            {"project_id": d.project_id, "due": d.due, "reason": d.reason, "new_masks": d.new_masks}
+            for d in decisions
+        ],
+    }
+    with store.session() as session:
+        start_job(session, job_id, worker_pid=os.getpid())
+        finish_job(session, job_id, result=summary)
+    return summary
+
+
+def register(app: Celery) -> None:
+    """Register the tasks on an app (explicitly; nothing is registered at import time)."""
+    for name, function in (
+        ("unsamv2.pseudo_label_project", pseudo_label_project),
+        ("unsamv2.pseudo_label_image", pseudo_label_image),
+        ("unsamv2.sync_project", sync_label_studio),
+        ("unsamv2.check_retraining", check_retraining),
+    ):
+        app.task(name=name, **TASK_OPTIONS)(function)

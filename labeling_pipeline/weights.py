@@ -1,0 +1,273 @@
+"""Base checkpoints: known files, verified downloads with resume, and imports.
+
+SAM-2.1 checkpoints come from Meta's public URLs. No checksum is published for them, so the
+expected sha256 is taken from the Hugging Face mirror's file metadata when reachable, else
+recorded at the first download (trust on first use) in ``weights/manifest.json`` and enforced
+afterwards. The official UnSAMv2 checkpoints are on Google Drive (not scriptable): download them
+in a browser, then `import_checkpoint` copies one into the weights folder after checking that it
+is an UnSAMv2 checkpoint, and records its hash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from core_model.checkpoint import file_sha256
+from core_model.errors import UnSAMv2Error
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_SAM2_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
+_HF_BASE = "https://huggingface.co/facebook"
+_GDRIVE = "https://drive.google.com/file/d/{}/view"
+
+
+class WeightsError(UnSAMv2Error):
+    """A checkpoint cannot be downloaded, verified or imported."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """A known checkpoint.
+
+    Attributes:
+        name: Name used on the command line.
+        filename: File name in the weights folder.
+        variant: Model variant it belongs to.
+        kind: "sam2" (downloadable) or "unsamv2" (import after a manual download).
+        url: Download URL (Meta) or the Google Drive page (UnSAMv2).
+        mirror_url: URL whose metadata carries a sha256 (Hugging Face), if any.
+        approx_mb: Approximate size, for messages.
+    """
+
+    name: str
+    filename: str
+    variant: str
+    kind: str
+    url: str
+    mirror_url: str | None
+    approx_mb: int
+
+
+def _sam2(size: str, variant: str, mb: int) -> WeightSpec:
+    filename = f"sam2.1_hiera_{size}.pt"
+    repo = f"sam2.1-hiera-{size.replace('_', '-')}"
+    return WeightSpec(
+        f"sam2.1_hiera_{size}",
+        filename,
+        variant,
+        "sam2",
+        f"{_SAM2_BASE}/{filename}",
+        f"{_HF_BASE}/{repo}/resolve/main/{filename}",
+        mb,
+    )
+
+
+WEIGHTS: dict[str, WeightSpec] = {
+    spec.name: spec
+    for spec in (
+        _sam2("tiny", "tiny", 149),
+        _sam2("small", "small", 176),
+        _sam2("base_plus", "base_plus", 309),
+        _sam2("large", "large", 857),
+        WeightSpec(
+            "unsamv2",
+            "unsamv2_ckpt.pt",
+            "small",
+            "unsamv2",
+            _GDRIVE.format("1iYmYFeJxY4aI1lG5F2ZFL8tzzyGkCgX0"),
+            None,
+            186,
+        ),
+        WeightSpec(
+            "unsamv2_plus",
+            "unsamv2_plus_ckpt.pt",
+            "small",
+            "unsamv2",
+            _GDRIVE.format("1M56QN2CWfou7h5azxJvc_igmbQh9D2af"),
+            None,
+            186,
+        ),
+    )
+}
+
+
+def _manifest(weights_dir: Path) -> dict[str, Any]:
+    path = weights_dir / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path} is corrupt: {exc}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _record(weights_dir: Path, spec: WeightSpec, sha256: str, source: str) -> None:
+    data = _manifest(weights_dir)
+    data[spec.filename] = {"name": spec.name, "sha256": sha256, "source": source}
+    tmp = weights_dir / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, weights_dir / MANIFEST)
+
+
+def spec_for(name: str) -> WeightSpec:
+    """Return the spec of a known checkpoint name, or raise `WeightsError` listing them."""
+    spec = WEIGHTS.get(name)
+    if spec is None:
+        raise WeightsError(f"unknown checkpoint {name!r}; known: {', '.join(WEIGHTS)}")
+    return spec
+
+
+def expected_sha256(spec: WeightSpec, weights_dir: Path, *, timeout_s: float = 10.0) -> str | None:
+    """Return the sha256 to verify against: recorded earlier, or from the mirror's metadata."""
+    recorded = _manifest(weights_dir).get(spec.filename, {}).get("sha256")
+    if recorded:
+        return str(recorded)
+    if spec.mirror_url is None:
+        return None
+    try:
+        answer = requests.head(spec.mirror_url, allow_redirects=False, timeout=timeout_s)
+    except requests.RequestException:
+        return None
+    linked = answer.headers.get("x-linked-etag") or answer.headers.get("x-xet-hash") or ""
+    linked = linked.strip('"').lower()
+    return linked if len(linked) == 64 and all(c in "0123456789abcdef" for c in linked) else None
+
+
+def download(
+    name: str,
+    weights_dir: Path,
+    *,
+    progress: Callable[[int, int | None], None] | None = None,
+    timeout_s: float = 30.0,
+    url: str | None = None,
+) -> Path:
+    """Download a SAM-2.1 checkpoint into `weights_dir`, resuming a partial download.
+
+    Args:
+        name: A name of `WEIGHTS` with kind "sam2".
+        weights_dir: Destination folder.
+        progress: Called with (bytes so far, total bytes or None).
+        timeout_s: Connect/read timeout.
+        url: Override the download URL (mirrors, tests).
+
+    Returns:
+        The verified file.
+
+    Raises:
+        WeightsError: unknown name, offline, HTTP error, or checksum mismatch (the partial file
+            is deleted so the next attempt starts clean).
+    """
+    spec = spec_for(name)
+    if spec.kind != "sam2":
+        raise WeightsError(
+            f"{name} is not downloadable by script: download it in a browser from {spec.url} "
+            f"and run `unsamv2 weights import {name} PATH`"
+        )
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    target, partial = weights_dir / spec.filename, weights_dir / f"{spec.filename}.part"
+    expected = expected_sha256(spec, weights_dir)
+    if target.is_file():
+        if expected is None or file_sha256(target) == expected:
+            return target
+        raise WeightsError(f"{target} exists but its sha256 differs from {expected}; delete it")
+    _fetch(url or spec.url, partial, progress=progress, timeout_s=timeout_s)
+    actual = file_sha256(partial)
+    if expected is not None and actual != expected:
+        partial.unlink(missing_ok=True)
+        raise WeightsError(f"{spec.filename}: sha256 {actual} does not match {expected}")
+    os.replace(partial, target)
+    _record(weights_dir, spec, actual, url or spec.url)
+    if expected is None:
+        logger.warning(
+            "%s: no published checksum; recorded sha256 %s for later checks", spec.filename, actual
+        )
+    return target
+
+
+def _fetch(
+    url: str,
+    partial: Path,
+    *,
+    progress: Callable[[int, int | None], None] | None,
+    timeout_s: float,
+) -> None:
+    offset = partial.stat().st_size if partial.exists() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        answer = requests.get(url, headers=headers, stream=True, timeout=timeout_s)
+    except requests.ConnectionError as exc:
+        raise WeightsError(
+            f"cannot reach {url} (offline?): {exc.__class__.__name__}. Download the file "
+            f"elsewhere and place it at {partial.with_suffix('')}"
+        ) from None
+    except requests.RequestException as exc:
+        raise WeightsError(f"download of {url} failed: {exc}") from None
+    if answer.status_code == 416:  # already complete
+        return
+    if answer.status_code not in (200, 206):
+        raise WeightsError(f"{url} answered HTTP {answer.status_code}")
+    if answer.status_code == 200:
+        offset = 0  # the server ignored the range: start over
+    length = answer.headers.get("content-length")
+    total = offset + int(length) if length and length.isdigit() else None
+    done = offset
+    with open(partial, "ab" if offset else "wb") as handle:
+        for chunk in answer.iter_content(1 << 20):
+            handle.write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+
+
+def import_checkpoint(name: str, source: Path, weights_dir: Path) -> Path:
+    """Copy a manually downloaded checkpoint into the weights folder after checking it.
+
+    An UnSAMv2 file must hold the granularity modules; a SAM-2.1 file must not. The sha256 is
+    recorded (or checked against an earlier record).
+    """
+    import torch
+
+    spec = spec_for(name)
+    if not Path(source).is_file():
+        raise WeightsError(f"{source} does not exist")
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or not a torch file
+        raise WeightsError(f"{source} is not a readable checkpoint: {exc}") from None
+    keys = state.get("model", state) if isinstance(state, dict) else {}
+    has_granularity = any(str(k).startswith("sam_mask_decoder.gra_token") for k in keys)
+    if has_granularity != (spec.kind == "unsamv2"):
+        what = "an UnSAMv2" if spec.kind == "unsamv2" else "a plain SAM-2.1"
+        raise WeightsError(f"{source} is not {what} checkpoint")
+    sha256 = file_sha256(source)
+    recorded = _manifest(weights_dir).get(spec.filename, {}).get("sha256")
+    if recorded and recorded != sha256:
+        raise WeightsError(f"{source}: sha256 {sha256} differs from the recorded {recorded}")
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    target = weights_dir / spec.filename
+    tmp = weights_dir / f".{spec.filename}.tmp"
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    _record(weights_dir, spec, sha256, f"import:{Path(source).name}")
+    return target
+
+
+def find_checkpoint(weights_dir: Path, variant: str) -> Path | None:
+    """Return the best checkpoint present for a variant: UnSAMv2+, UnSAMv2, then SAM-2.1."""
+    order = sorted(WEIGHTS.values(), key=lambda s: (s.kind != "unsamv2", s.name != "unsamv2_plus"))
+    for spec in order:
+        if spec.variant == variant and (weights_dir / spec.filename).is_file():
+            return weights_dir / spec.filename
+    return None

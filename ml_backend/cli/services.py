@@ -1,0 +1,175 @@
+"""Long-running services: `serve` (HTTP backend), `worker`, `beat`, and `up` (all three).
+
+`up` supervises the three as child processes in their own process groups: Ctrl-C (or SIGTERM)
+stops them with SIGTERM, waits, and kills what is left; if one dies, the others are stopped too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_STOP_GRACE_S = 20.0
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register serve, worker, beat and up."""
+    serve = subparsers.add_parser("serve", help="run the HTTP backend (Label Studio protocol)")
+    serve.add_argument("--host", help="listen address (default UNSAMV2_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default UNSAMV2_PORT or 9090)")
+    serve.set_defaults(run=run_serve)
+
+    worker = subparsers.add_parser("worker", help="run a Celery worker")
+    worker.add_argument(
+        "--queues",
+        default="pseudo_labels,training",
+        help="comma-separated queues (pseudo_labels, training)",
+    )
+    worker.add_argument("--concurrency", type=int, default=1, help="worker processes")
+    worker.add_argument("--pool", default="prefork", choices=("prefork", "solo", "threads"))
+    worker.set_defaults(run=run_worker)
+
+    beat = subparsers.add_parser("beat", help="run the periodic scheduler (retraining checks)")
+    beat.set_defaults(run=run_beat)
+
+    ping = subparsers.add_parser("ping", help="exit 0 if a worker answers (health checks)")
+    ping.add_argument("--timeout", type=float, default=5.0)
+    ping.set_defaults(run=run_ping)
+
+    up = subparsers.add_parser("up", help="run backend, worker and beat together (Ctrl-C stops)")
+    up.add_argument("--concurrency", type=int, default=1, help="worker processes")
+    up.set_defaults(run=run_up)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve the backend with gunicorn (one process, request threads)."""
+    from gunicorn.app.base import BaseApplication
+
+    from ml_backend.settings import Settings
+
+    settings = Settings.from_env()
+    host, port = args.host or settings.host, args.port or settings.port
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {
+                "bind": f"{host}:{port}",
+                "workers": 1,
+                "worker_class": "gthread",
+                "threads": settings.http_threads,
+                "timeout": 300,
+                "graceful_timeout": 10,
+                "errorlog": "-",
+                "loglevel": "info",
+                "proc_name": "unsamv2-backend",
+            }.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from ml_backend.label_studio.app import create_app
+
+            return create_app(settings)
+
+    logger.info("backend on http://%s:%s", host, port)
+    _Server().run()
+    return 0
+
+
+def _celery_app() -> Any:
+    from labeling_pipeline.celery_app import create_celery_app
+    from ml_backend.settings import Settings
+
+    return create_celery_app(Settings.from_env().pipeline)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker on the given queues."""
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    _celery_app().worker_main(
+        [
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--queues",
+            ",".join(queues),
+            "--concurrency",
+            str(args.concurrency),
+            "--pool",
+            args.pool,
+            "--hostname",
+            f"{'+'.join(queues)}@%h",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+    return 0
+
+
+def run_beat(args: argparse.Namespace) -> int:
+    """Run Celery beat."""
+    _celery_app().start(["beat", "--loglevel", "INFO"])
+    return 0
+
+
+def run_ping(args: argparse.Namespace) -> int:
+    """Broadcast a ping; 0 if at least one worker replied."""
+    replies = _celery_app().control.ping(timeout=args.timeout)
+    for reply in replies:
+        print(*reply)
+    return 0 if replies else 1
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Start backend, worker and beat; stop them all on Ctrl-C or when one exits."""
+    from labeling_pipeline.store import Store
+    from ml_backend.settings import Settings
+
+    settings = Settings.from_env()
+    settings.pipeline.data_dir.mkdir(parents=True, exist_ok=True)
+    Store(settings.pipeline.resolved_database_url).dispose()  # migrate once, before the children
+    base = [sys.executable, "-m", "ml_backend.cli"]
+    commands = {
+        "backend": [*base, "serve"],
+        "worker": [*base, "worker", "--concurrency", str(args.concurrency)],
+        "beat": [*base, "beat"],
+    }
+    children = {
+        name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in commands.items()
+    }
+    print(
+        f"unsamv2 up: backend on http://{settings.host}:{settings.port}, data in "
+        f"{settings.pipeline.data_dir.resolve()} (Ctrl-C stops)",
+        flush=True,
+    )
+    stopping: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda s, _f: stopping.append(s))
+    exited = None
+    while not stopping and exited is None:
+        exited = next((n for n, p in children.items() if p.poll() is not None), None)
+        time.sleep(0.2)
+    if exited is not None:
+        print(f"unsamv2 up: {exited} exited ({children[exited].returncode}); stopping", flush=True)
+    _stop_all(children)
+    return 0 if stopping and exited is None else 1
+
+
+def _stop_all(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in children.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    for name, process in children.items():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"unsamv2 up: {name} did not stop in time; killing it", flush=True)
+            process.kill()
+            process.wait()

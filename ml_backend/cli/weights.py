@@ -1,0 +1,86 @@
+"""`unsamv2 weights list|download|import`: base checkpoints in the data directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `weights`."""
+    weights = subparsers.add_parser("weights", help="download, import and list checkpoints")
+    sub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    listing = sub.add_parser("list", help="known checkpoints and which are present")
+    listing.set_defaults(run=run_list)
+    download = sub.add_parser(
+        "download", help="download a SAM-2.1 checkpoint (verified, resumable)"
+    )
+    download.add_argument("name", help="e.g. sam2.1_hiera_small")
+    download.add_argument("--url", help="download from this URL instead (a mirror)")
+    download.set_defaults(run=run_download)
+    importing = sub.add_parser("import", help="import a manually downloaded checkpoint")
+    importing.add_argument("name", help="unsamv2, unsamv2_plus, or a SAM-2.1 name")
+    importing.add_argument("path", type=Path)
+    importing.set_defaults(run=run_import)
+
+
+def _weights_dir() -> Path:
+    from ml_backend.settings import Settings
+
+    return Settings.from_env().pipeline.weights_dir
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the known checkpoints."""
+    from labeling_pipeline.weights import MANIFEST, WEIGHTS
+
+    folder = _weights_dir()
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    print(f"weights folder: {folder.resolve()}")
+    print(f"{'name':<24} {'variant':<10} {'size':>7}  {'present':<8} how to get it")
+    for spec in WEIGHTS.values():
+        present = "yes" if (folder / spec.filename).is_file() else "no"
+        how = (
+            ("unsamv2 weights download " + spec.name)
+            if spec.kind == "sam2"
+            else (f"browser: {spec.url} then `unsamv2 weights import {spec.name} PATH`")
+        )
+        sha = manifest.get(spec.filename, {}).get("sha256", "")
+        print(
+            f"{spec.name:<24} {spec.variant:<10} {spec.approx_mb:>5}MB  {present:<8} {how}"
+            + (f"  (sha256 {sha[:12]}…)" if sha else "")
+        )
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    """Download with a progress bar."""
+    from tqdm import tqdm
+
+    from labeling_pipeline.weights import download
+
+    bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=args.name)
+
+    def progress(done: int, total: int | None) -> None:
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        path = download(args.name, _weights_dir(), progress=progress, url=args.url)
+    finally:
+        bar.close()
+    print(f"{args.name}: {path}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Check and copy a checkpoint into the weights folder."""
+    from labeling_pipeline.weights import import_checkpoint
+
+    path = import_checkpoint(args.name, args.path, _weights_dir())
+    print(f"{args.name}: {path}")
+    return 0

@@ -1,0 +1,65 @@
+"""The one place where exceptions become HTTP answers: JSON, clear message, no traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from werkzeug.exceptions import HTTPException
+
+from core_model.errors import (
+    CheckpointError,
+    GranularityError,
+    InvalidImageError,
+    InvalidMaskError,
+    InvalidPromptError,
+    UnSAMv2Error,
+)
+from labeling_pipeline.fetch import ImageFetchError
+from labeling_pipeline.jobs import JobSubmitError
+from labeling_pipeline.label_studio import LabelStudioError
+from labeling_pipeline.store import NotFoundError, StoreError
+
+logger = logging.getLogger(__name__)
+
+_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (GranularityError, 400),
+    (InvalidPromptError, 400),
+    (InvalidImageError, 422),
+    (InvalidMaskError, 400),
+    (NotFoundError, 404),
+    (ImageFetchError, 422),
+    (LabelStudioError, 502),
+    (JobSubmitError, 503),
+    (StoreError, 503),
+    (CheckpointError, 503),
+)
+
+
+class BadRequestError(UnSAMv2Error, ValueError):
+    """The request body or parameters are malformed."""
+
+
+def status_for(exc: BaseException) -> int:
+    """HTTP status for an exception of this project (500 for anything unexpected)."""
+    from ml_backend.runtime import ModelUnavailableError
+
+    if isinstance(exc, BadRequestError):
+        return 400
+    if isinstance(exc, ModelUnavailableError):
+        return 503
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 400 if isinstance(exc, UnSAMv2Error) else 500
+
+
+def error_body(exc: BaseException) -> tuple[dict[str, object], int]:
+    """Return the JSON body and status for an exception; log unexpected ones with traceback."""
+    if isinstance(exc, HTTPException):
+        code = exc.code or 500
+        return {"error": exc.description or exc.name, "status": code}, code
+    status = status_for(exc)
+    if status == 500:
+        logger.exception("unexpected error while handling a request")
+        return {"error": "internal error (see the backend log)", "status": 500}, 500
+    return {"error": str(exc), "type": type(exc).__name__, "status": status}, status

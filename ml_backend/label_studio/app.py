@@ -1,0 +1,84 @@
+"""The backend's Flask application factory (WSGI: ``ml_backend.label_studio.app:create_app()``).
+
+Routes are thin: decode the request, call the library, encode the answer. Errors of every kind
+become JSON through `ml_backend.errors` (one handler). Basic auth, when configured, protects
+every route except ``/webhook``, which Label Studio calls without it (it has its own secret).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from labeling_pipeline.store import Store
+from ml_backend.errors import error_body
+from ml_backend.label_studio.context import BackendContext
+from ml_backend.label_studio.routes import blueprint
+from ml_backend.runtime import ModelRuntime
+from ml_backend.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_OPEN_ROUTES = ("/webhook",)
+
+
+def _check_basic_auth(settings: Settings) -> Response | None:
+    if settings.basic_auth is None or request.path in _OPEN_ROUTES:
+        return None
+    auth = request.authorization
+    user, password = settings.basic_auth
+    if (
+        auth is not None
+        and hmac.compare_digest(auth.username or "", user)
+        and hmac.compare_digest(auth.password or "", password)
+    ):
+        return None
+    answer = jsonify({"error": "authentication required", "status": 401})
+    answer.status_code = 401
+    answer.headers["WWW-Authenticate"] = 'Basic realm="unsamv2"'
+    return answer
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: ModelRuntime | None = None,
+    store: Store | None = None,
+    celery: Any = None,
+    start_runtime: bool = True,
+) -> Flask:
+    """Build the app; read settings from the environment when none are given.
+
+    Args:
+        settings: Process settings (default `Settings.from_env()`).
+        runtime: Model runtime (default: built from the settings and started in the background).
+        store: Store (default: opened and migrated from the settings).
+        celery: Celery app for queuing jobs (default: created on first use).
+        start_runtime: Start loading the model in the background now.
+    """
+    settings = settings or Settings.from_env()
+    store = store or Store(settings.pipeline.resolved_database_url)
+    runtime = runtime or ModelRuntime(
+        settings.pipeline,
+        store=store,
+        poll_s=settings.model_poll_s,
+        cache_bytes=settings.cache_mb * 1024 * 1024,
+        max_image_pixels=settings.max_image_pixels,
+    )
+    if start_runtime:
+        runtime.start()
+    app = Flask("unsamv2")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["unsamv2"] = BackendContext(settings, runtime, store, celery)
+    app.before_request(lambda: _check_basic_auth(settings))
+
+    @app.errorhandler(Exception)
+    def handle(exc: Exception) -> tuple[Response, int]:
+        body, status = error_body(exc)
+        return jsonify(body), status
+
+    app.register_blueprint(blueprint)
+    return app

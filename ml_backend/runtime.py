@@ -1,0 +1,197 @@
+"""The serving process's model: loaded in the background, swapped when a version is published.
+
+`ModelRuntime` never blocks a request on loading: until a model is ready, `predictor()` raises
+`ModelUnavailableError` with the reason (loading, no checkpoint configured, file missing, load
+failed). Which weights to serve, in order: the current published model version in the store;
+the configured checkpoint; the best known checkpoint found in the weights folder. A poller
+notices a newly published version, builds it next to the serving one and swaps the reference;
+requests that already hold the old predictor finish with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core_model.errors import UnSAMv2Error
+from labeling_pipeline.model_registry import CHECKPOINT_FILE
+from labeling_pipeline.settings import PipelineSettings
+from labeling_pipeline.store import Store
+from labeling_pipeline.store.repository import current_model_version
+from labeling_pipeline.weights import find_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+class ModelUnavailableError(UnSAMv2Error):
+    """No model can serve right now; the message says why."""
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """Which weights to serve.
+
+    Attributes:
+        model: Variant or YAML.
+        checkpoint: File to load.
+        source: "published", "configured" or "weights folder".
+        version_name: Published version name, if any.
+    """
+
+    model: str
+    checkpoint: Path
+    source: str
+    version_name: str | None = None
+
+
+def choose_weights(settings: PipelineSettings, store: Store | None) -> WeightsChoice:
+    """Pick the weights to serve, or raise `ModelUnavailableError` saying what is missing."""
+    if store is not None:
+        with store.session() as session:
+            version = current_model_version(session)
+            if version is not None:
+                return WeightsChoice(
+                    version.model, Path(version.path) / CHECKPOINT_FILE, "published", version.name
+                )
+    if settings.checkpoint is not None:
+        if not settings.checkpoint.is_file():
+            raise ModelUnavailableError(f"UNSAMV2_CHECKPOINT={settings.checkpoint} does not exist")
+        return WeightsChoice(settings.model, settings.checkpoint, "configured")
+    found = find_checkpoint(settings.weights_dir, settings.model)
+    if found is not None:
+        return WeightsChoice(settings.model, found, "weights folder")
+    raise ModelUnavailableError(
+        f"no checkpoint for model {settings.model!r}: set UNSAMV2_CHECKPOINT, run "
+        f"`unsamv2 weights download sam2.1_hiera_{settings.model}`, or import the official UnSAMv2 "
+        f"checkpoint with `unsamv2 weights import unsamv2_plus PATH` (into {settings.weights_dir})"
+    )
+
+
+class ModelRuntime:
+    """Holds the predictor of this process.
+
+    Args:
+        settings: Pipeline settings (model, checkpoint, device, weights folder).
+        store: Store to find published versions in (None: configured weights only).
+        make_predictor: Builds a predictor for a `WeightsChoice` (default: `build_model` +
+            `GranularityPredictor` with the given cache size).
+        poll_s: Interval of the published-version poller (0 disables it).
+    """
+
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        *,
+        store: Store | None = None,
+        make_predictor: Callable[[WeightsChoice], Any] | None = None,
+        poll_s: float = 10.0,
+        cache_bytes: int = 1 << 30,
+        max_image_pixels: int = 64_000_000,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.poll_s = poll_s
+        self._make = make_predictor or self._default_maker(cache_bytes, max_image_pixels)
+        self._lock = threading.Lock()
+        self._predictor: Any = None
+        self._choice: WeightsChoice | None = None
+        self._state, self._reason = "loading", "the model is loading"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _default_maker(self, cache_bytes: int, max_pixels: int) -> Callable[[WeightsChoice], Any]:
+        def make(choice: WeightsChoice) -> Any:
+            from core_model.build import build_model
+            from core_model.cache import LRUEmbeddingCache
+            from core_model.predictor import GranularityPredictor
+
+            model = build_model(choice.model, choice.checkpoint, device=self.settings.device)
+            return GranularityPredictor(
+                model, cache=LRUEmbeddingCache(cache_bytes), max_image_pixels=max_pixels
+            )
+
+        return make
+
+    def start(self) -> None:
+        """Load in the background and keep polling for new versions (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="model-runtime", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.refresh()
+            if self.poll_s <= 0 or self._stop.wait(self.poll_s):
+                return
+
+    def refresh(self) -> None:
+        """Load the chosen weights if they differ from the serving ones (never raises)."""
+        try:
+            choice = choose_weights(self.settings, self.store)
+        except ModelUnavailableError as exc:
+            if self._predictor is None:
+                self._set_state("unavailable", str(exc))
+            return
+        except UnSAMv2Error as exc:  # the store is unreachable: keep serving what we have
+            logger.warning("cannot look for model versions: %s", exc)
+            return
+        if choice == self._choice:
+            return
+        logger.info("loading model %s from %s (%s)", choice.model, choice.checkpoint, choice.source)
+        try:
+            predictor = self._make(choice)
+        except Exception as exc:  # any load failure is reported, not raised, in a server
+            logger.error("cannot load %s: %s", choice.checkpoint, exc)
+            if self._predictor is None:
+                self._set_state("failed", f"cannot load {choice.checkpoint}: {exc}")
+            self._choice = choice  # do not retry the same broken file every poll
+            return
+        with self._lock:
+            self._predictor, self._choice = predictor, choice
+            self._state, self._reason = "ready", ""
+        logger.info("serving model version %s", self.model_version)
+
+    def _set_state(self, state: str, reason: str) -> None:
+        with self._lock:
+            self._state, self._reason = state, reason
+
+    def predictor(self) -> Any:
+        """Return the serving predictor, or raise `ModelUnavailableError` with the reason."""
+        with self._lock:
+            if self._predictor is None:
+                raise ModelUnavailableError(f"model unavailable ({self._state}): {self._reason}")
+            return self._predictor
+
+    def _version_locked(self) -> str:
+        if self._predictor is None or self._choice is None:
+            return "unavailable"
+        return self._choice.version_name or str(self._predictor.model_version)
+
+    @property
+    def model_version(self) -> str:
+        """The serving model's version string ("unavailable" before one is loaded)."""
+        with self._lock:
+            return self._version_locked()
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready state for /health."""
+        with self._lock:
+            ready = self._predictor is not None and self._choice is not None
+            return {
+                "state": self._state,
+                "reason": self._reason or None,
+                "model_version": self._version_locked() if ready else None,
+                "model": self._choice.model if ready and self._choice else None,
+                "source": self._choice.source if ready and self._choice else None,
+                "granularity_mode": self._predictor.model.info.granularity_mode if ready else None,
+            }

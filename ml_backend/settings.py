@@ -1,0 +1,162 @@
+"""Process settings, read once from the environment (the only module that reads it).
+
+Every variable has the ``UNSAMV2_`` prefix except Label Studio's conventional
+``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY``. Bad values raise `SettingsError` naming the
+variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from core_model.errors import UnSAMv2Error
+from labeling_pipeline.settings import PipelineSettings
+
+
+class SettingsError(UnSAMv2Error, ValueError):
+    """An environment variable has an unusable value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings of the backend process and, through `pipeline`, of the workers.
+
+    Attributes:
+        pipeline: Store, broker, model, Label Studio and retraining settings.
+        host: Interface the HTTP backend listens on.
+        port: Its port.
+        http_threads: Request threads of the backend process.
+        basic_auth: (user, password) required on every route but the webhook, or None.
+        webhook_secret: Value Label Studio must send in the ``X-UnSAMv2-Secret`` header (or
+            ``?secret=``) with webhook events; None accepts unauthenticated events.
+        allowed_image_hosts: Hosts (besides Label Studio's) whose image URLs may be fetched.
+        allow_private_networks: Allow fetching images from private/loopback addresses.
+        local_files_root: Label Studio's local-files document root, if mounted here.
+        default_granularity: Granularity when a click carries none.
+        cache_mb: Embedding cache size.
+        max_image_pixels: Largest image accepted.
+        model_poll_s: How often the backend looks for a newly published model version.
+    """
+
+    pipeline: PipelineSettings
+    host: str = "127.0.0.1"
+    port: int = 9090
+    http_threads: int = 8
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    allowed_image_hosts: frozenset[str] = frozenset()
+    allow_private_networks: bool = False
+    local_files_root: Path | None = None
+    default_granularity: float = 0.5
+    cache_mb: int = 1024
+    max_image_pixels: int = 64_000_000
+    model_poll_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from `env` (default: the process environment)."""
+        reader = _Reader(os.environ if env is None else env)
+        data_dir = Path(reader.text("UNSAMV2_DATA_DIR") or "data").expanduser()
+        checkpoint = reader.text("UNSAMV2_CHECKPOINT")
+        pipeline = PipelineSettings(
+            data_dir=data_dir,
+            database_url=reader.text("UNSAMV2_DATABASE_URL"),
+            broker_url=reader.text("UNSAMV2_BROKER_URL"),
+            result_backend=reader.text("UNSAMV2_RESULT_BACKEND"),
+            model=reader.text("UNSAMV2_MODEL") or "small",
+            checkpoint=Path(checkpoint).expanduser() if checkpoint else None,
+            device=reader.text("UNSAMV2_DEVICE") or "cpu",
+            label_studio_url=reader.text("LABEL_STUDIO_URL"),
+            label_studio_api_key=reader.text("LABEL_STUDIO_API_KEY"),
+            features=reader.text("UNSAMV2_FEATURES") or "color",
+            retrain_min_new_masks=reader.integer("UNSAMV2_RETRAIN_MIN_NEW_MASKS", 50, low=1),
+            retrain_period_s=reader.number("UNSAMV2_RETRAIN_PERIOD_S", 86400.0, low=1.0),
+            retrain_check_interval_s=reader.number(
+                "UNSAMV2_RETRAIN_CHECK_INTERVAL_S", 300.0, low=0.1
+            ),
+            visibility_timeout_s=reader.number("UNSAMV2_VISIBILITY_TIMEOUT_S", 3600.0, low=1.0),
+            torch_threads=reader.integer("UNSAMV2_TORCH_THREADS", 0, low=0) or None,
+        )
+        user, password = (
+            reader.text("UNSAMV2_BASIC_AUTH_USER"),
+            reader.text("UNSAMV2_BASIC_AUTH_PASS"),
+        )
+        if bool(user) != bool(password):
+            raise SettingsError(
+                "set both UNSAMV2_BASIC_AUTH_USER and UNSAMV2_BASIC_AUTH_PASS, or neither"
+            )
+        local_root = reader.text("UNSAMV2_LOCAL_FILES_ROOT")
+        return cls(
+            pipeline=pipeline,
+            host=reader.text("UNSAMV2_HOST") or "127.0.0.1",
+            port=reader.integer("UNSAMV2_PORT", 9090, low=1, high=65535),
+            http_threads=reader.integer("UNSAMV2_HTTP_THREADS", 8, low=1),
+            basic_auth=(user, password) if user and password else None,
+            webhook_secret=reader.text("UNSAMV2_WEBHOOK_SECRET"),
+            allowed_image_hosts=frozenset(
+                h.strip()
+                for h in (reader.text("UNSAMV2_ALLOWED_IMAGE_HOSTS") or "").split(",")
+                if h.strip()
+            ),
+            allow_private_networks=reader.flag("UNSAMV2_ALLOW_PRIVATE_NETWORKS"),
+            local_files_root=Path(local_root) if local_root else None,
+            default_granularity=reader.number(
+                "UNSAMV2_DEFAULT_GRANULARITY", 0.5, low=0.1, high=1.0
+            ),
+            cache_mb=reader.integer("UNSAMV2_CACHE_MB", 1024, low=0),
+            max_image_pixels=reader.integer("UNSAMV2_MAX_IMAGE_PIXELS", 64_000_000, low=1),
+            model_poll_s=reader.number("UNSAMV2_MODEL_POLL_S", 10.0, low=0.1),
+        )
+
+    def with_pipeline(self, **changes: object) -> Settings:
+        """Return a copy with some pipeline settings changed."""
+        return replace(self, pipeline=replace(self.pipeline, **changes))  # type: ignore[arg-type]
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def number(
+        self, name: str, default: float, *, low: float | None = None, high: float | None = None
+    ) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        if (
+            value != value
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
+            raise SettingsError(f"{name} must lie in [{low}, {high}], got {raw!r}")
+        return value
+
+    def integer(
+        self, name: str, default: int, *, low: int | None = None, high: int | None = None
+    ) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if not raw.lstrip("-").isdigit():
+            raise SettingsError(f"{name} must be an integer, got {raw!r}")
+        value = int(raw)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise SettingsError(f"{name} must lie in [{low}, {high}], got {raw!r}")
+        return value
+
+    def flag(self, name: str) -> bool:
+        raw = (self.text(name) or "false").lower()
+        if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise SettingsError(f"{name} must be true or false, got {raw!r}")
+        return raw in ("1", "true", "yes", "on")

@@ -1,0 +1,148 @@
+"""The store on SQLite (always) and PostgreSQL (CI): schema, idempotent writes, pointer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
+
+from labeling_pipeline.store import MaskRecord, NotFoundError, Store, StoreError
+from labeling_pipeline.store.models import Base, ModelVersion
+from labeling_pipeline.store.repository import (
+    add_image,
+    add_model_version_and_point,
+    count_human_masks,
+    create_job,
+    current_model_version,
+    delete_human_masks,
+    find_project,
+    get_job,
+    get_or_create_project,
+    record_pseudo_label_image,
+    recount_run_progress,
+    replace_human_masks,
+    start_job,
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path: Path) -> Store:
+    if request.param == "sqlite":
+        yield Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+        return
+    base = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:10]}"  # a fresh database per test
+    admin = create_engine(
+        base.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {schema}"))
+    url = base.rsplit("/", 1)[0] + f"/{schema}"
+    yield Store(url)
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {schema} WITH (FORCE)"))
+
+
+def masks(n: int, label: str = "Car") -> list[MaskRecord]:
+    rle = {"size": [4, 5], "counts": "04000"}
+    return [MaskRecord(f"r{i}", label, rle, 5, 4, 3) for i in range(n)]
+
+
+def test_migrations_create_exactly_the_model_schema(store: Store) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    store.migrate()  # a second upgrade is a no-op
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'wal.sqlite3'}")
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_projects_and_images_are_idempotent(store: Store) -> None:
+    with store.session() as s:
+        project = get_or_create_project(s, "cars", ls_project_id=7, label_config="<View/>")
+        again = get_or_create_project(s, "other name", ls_project_id=7)
+        assert again.id == project.id
+        a = add_image(s, project.id, sha256="ab" * 32, local_path="/x.png", width=5, height=4)
+        b = add_image(
+            s, project.id, sha256="ab" * 32, local_path="/y.png", width=5, height=4, ls_task_id=3
+        )
+        assert a.id == b.id and b.local_path == "/y.png" and b.ls_task_id == 3
+    with store.session() as s:
+        assert find_project(s, "ls:7").name == "cars"
+        assert find_project(s, str(project.id)).id == project.id
+        with pytest.raises(NotFoundError, match="no project"):
+            find_project(s, "bikes")
+
+
+def test_human_masks_are_replaced_per_annotation(store: Store) -> None:
+    with store.session() as s:
+        pid = get_or_create_project(s, "p").id
+        assert replace_human_masks(s, pid, ls_task_id=1, annotation_id=10, masks=masks(3)) == 3
+    with store.session() as s:  # ANNOTATION_UPDATED: replace, never duplicate
+        replace_human_masks(s, pid, ls_task_id=1, annotation_id=10, masks=masks(2, "Bus"))
+        replace_human_masks(s, pid, ls_task_id=2, annotation_id=11, masks=masks(1))
+    with store.session() as s:
+        assert count_human_masks(s, pid) == 3
+        assert delete_human_masks(s, pid, [10]) == 2
+        assert count_human_masks(s, pid) == 1
+        future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+        assert count_human_masks(s, pid, since=future) == 0
+
+
+def test_job_progress_is_recounted_and_finishes_once(store: Store) -> None:
+    with store.session() as s:
+        pid = get_or_create_project(s, "p").id
+        ids = [
+            add_image(s, pid, sha256=f"{i:064x}", local_path=f"/{i}", width=1, height=1).id
+            for i in range(3)
+        ]
+        job = create_job(s, "pseudo_label", project_id=pid, total=3)
+        from labeling_pipeline.store.models import PseudoLabelRun
+
+        run = PseudoLabelRun(project_id=pid, job_id=job.id, features="color", output_dir="/o")
+        s.add(run)
+        s.flush()
+        job_id, run_id = job.id, run.id
+    for image_id in [ids[0], ids[0], ids[1]]:  # a redelivered image is recorded twice
+        with store.session() as s:
+            start_job(s, job_id)
+            record_pseudo_label_image(s, run_id, image_id, status="done", json_path="/j")
+            recount_run_progress(s, job_id, run_id)
+    with store.session() as s:
+        job = get_job(s, job_id)
+        assert (job.status, job.progress_done, job.attempts) == ("running", 2, 3)
+        record_pseudo_label_image(s, run_id, ids[2], status="failed", json_path=None, error="x")
+        job = recount_run_progress(s, job_id, run_id)
+        assert job.status == "done" and job.result == {"images_done": 2, "images_failed": 1}
+        assert job.finished_at is not None and job.finished_at.tzinfo is not None
+
+
+def test_model_pointer_moves_with_the_new_version(store: Store) -> None:
+    with store.session() as s:
+        assert current_model_version(s) is None
+        first = add_model_version_and_point(
+            s, ModelVersion(name="v1", path="/m/v1", model="small", checkpoint_sha256="a" * 64)
+        )
+    with store.session() as s:
+        assert current_model_version(s).name == "v1"
+        add_model_version_and_point(
+            s, ModelVersion(name="v2", path="/m/v2", model="small", checkpoint_sha256="b" * 64)
+        )
+    with store.session() as s:
+        assert current_model_version(s).name == "v2"
+        assert first.id is not None
+
+
+def test_unreachable_database_gives_a_store_error() -> None:
+    with pytest.raises(StoreError, match="cannot open database"):
+        Store("postgresql://nobody@127.0.0.1:1/none")
