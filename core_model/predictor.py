@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -106,12 +106,26 @@ class GranularityPredictor:
         Raises:
             InvalidImageError: wrong type, dtype, shape, or too many pixels.
         """
-        original_hw = check_image(image, max_pixels=self.max_image_pixels)
-        digest = key if key is not None else image_digest(image)
-        cache_key = f"{digest}|{self.model_version}|{PREPROCESS_VERSION}"
-        return self.cache.get_or_compute(
-            cache_key, lambda: self._compute_embedding(image, original_hw, cache_key)
-        )
+        check_image(image, max_pixels=self.max_image_pixels)
+        return self.embed_keyed(key if key is not None else image_digest(image), lambda: image)
+
+    def embed_keyed(
+        self, key: str, load: Callable[[], npt.NDArray[np.uint8]]
+    ) -> ImageEmbedding:
+        """Return the embedding of the image identified by `key`, loading pixels only on a miss.
+
+        Args:
+            key: Content identifier (equal keys must mean equal pixels).
+            load: Returns the (H, W, 3) uint8 RGB image; called at most once, on a cache miss.
+        """
+        cache_key = f"{key}|{self.model_version}|{PREPROCESS_VERSION}"
+
+        def compute() -> ImageEmbedding:
+            image = load()
+            original_hw = check_image(image, max_pixels=self.max_image_pixels)
+            return self._compute_embedding(image, original_hw, cache_key)
+
+        return self.cache.get_or_compute(cache_key, compute)
 
     def _compute_embedding(
         self, image: npt.NDArray[np.uint8], original_hw: tuple[int, int], key: str

@@ -137,6 +137,16 @@ class LabelStudioClient:
         except ValueError:
             raise LabelStudioError(f"Label Studio answered non-JSON to GET {path}") from None
 
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request (e.g. ``json=`` body) and return the JSON answer (None if empty)."""
+        answer = self._send(method, path, **kwargs)
+        if not answer.content:
+            return None
+        try:
+            return answer.json()
+        except ValueError:
+            raise LabelStudioError(f"Label Studio answered non-JSON to {method} {path}") from None
+
     def get_project(self, project_id: int) -> dict[str, Any]:
         """Return the project record (title, label_config, ...)."""
         project = self.get_json(f"/api/projects/{int(project_id)}")

@@ -172,6 +172,13 @@ class ModelRuntime:
                 raise ModelUnavailableError(f"model unavailable ({self._state}): {self._reason}")
             return self._predictor
 
+    def serving(self) -> tuple[Any, str]:
+        """Return (predictor, its version) consistently, or raise `ModelUnavailableError`."""
+        with self._lock:
+            if self._predictor is None:
+                raise ModelUnavailableError(f"model unavailable ({self._state}): {self._reason}")
+            return self._predictor, self._version_locked()
+
     def _version_locked(self) -> str:
         if self._predictor is None or self._choice is None:
             return "unavailable"

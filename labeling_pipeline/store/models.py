@@ -102,6 +102,21 @@ class HumanMask(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
+class PredictionRecord(Base):
+    """A mask the backend suggested: which granularity made it (read back when accepted)."""
+
+    __tablename__ = "prediction_records"
+    __table_args__ = (UniqueConstraint("ls_task_id", "result_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ls_project_id: Mapped[int | None] = mapped_column(Integer)
+    ls_task_id: Mapped[int] = mapped_column(Integer, index=True)
+    result_id: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(200))
+    granularity: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Job(Base):
     """Progress and outcome of one piece of asynchronous work."""
 

@@ -22,6 +22,7 @@ from labeling_pipeline.store.models import (
     Job,
     ModelPointer,
     ModelVersion,
+    PredictionRecord,
     Project,
     PseudoLabelImage,
     utcnow,
@@ -193,6 +194,39 @@ def count_human_masks(
     if since is not None:
         query = query.where(HumanMask.updated_at > since)
     return int(session.scalar(query) or 0)
+
+
+def record_prediction(
+    session: Session,
+    *,
+    ls_project_id: int | None,
+    ls_task_id: int,
+    result_id: str,
+    label: str,
+    granularity: float,
+    model_version: str,
+) -> None:
+    """Remember the granularity of a suggested mask (the latest suggestion per id wins)."""
+    row = session.scalar(
+        select(PredictionRecord).where(
+            PredictionRecord.ls_task_id == ls_task_id, PredictionRecord.result_id == result_id
+        )
+    )
+    if row is None:
+        row = PredictionRecord(ls_task_id=ls_task_id, result_id=result_id)
+        session.add(row)
+    row.ls_project_id, row.label, row.granularity = ls_project_id, label, granularity
+    row.model_version, row.created_at = model_version, utcnow()
+
+
+def prediction_granularities(session: Session, ls_task_id: int) -> dict[str, float]:
+    """Granularity by result id of the masks suggested for a task."""
+    rows = session.execute(
+        select(PredictionRecord.result_id, PredictionRecord.granularity).where(
+            PredictionRecord.ls_task_id == ls_task_id
+        )
+    ).all()
+    return {result_id: granularity for result_id, granularity in rows}
 
 
 # ---------------------------------------------------------------------------------- jobs

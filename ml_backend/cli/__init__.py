@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from core_model.errors import UnSAMv2Error
-from ml_backend.cli import bench, jobs, segment, services, weights
+from ml_backend.cli import bench, jobs, label_studio, segment, services, weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (segment, bench, services, jobs, weights):
+    for module in (segment, bench, services, jobs, weights, label_studio):
         module.add_parser(subparsers)
     return parser
 

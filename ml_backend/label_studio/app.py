@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 
 from labeling_pipeline.store import Store
 from ml_backend.errors import error_body
@@ -70,10 +71,25 @@ def create_app(
     )
     if start_runtime:
         runtime.start()
+    if settings.webhook_secret is None:
+        logger.warning("UNSAMV2_WEBHOOK_SECRET is not set: /webhook accepts unauthenticated events")
     app = Flask("unsamv2")
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["unsamv2"] = BackendContext(settings, runtime, store, celery)
+    context = BackendContext(settings, runtime, store, celery)
+    app.extensions["unsamv2"] = context
     app.before_request(lambda: _check_basic_auth(settings))
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def observe(answer: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        context.metrics.observe(
+            rule, request.method, answer.status_code, g.get("started", time.perf_counter())
+        )
+        return answer
 
     @app.errorhandler(Exception)
     def handle(exc: Exception) -> tuple[Response, int]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from labeling_pipeline.store.repository import get_job, job_as_dict, list_jobs, list_model_versions
 from ml_backend.errors import BadRequestError
+from ml_backend.label_studio import predict as predict_service
 from ml_backend.label_studio.context import backend
+from ml_backend.label_studio.webhook import handle_event
 
 blueprint = Blueprint("label_studio", __name__)
 
@@ -29,9 +32,31 @@ def health() -> Any:
 
 @blueprint.post("/setup")
 def setup() -> Any:
-    """Answer Label Studio's setup call with the serving model version (never loads a model)."""
-    _json_body()
-    return jsonify({"model_version": backend().runtime.model_version})
+    """Store the project's config and options; answer with the serving model version."""
+    return jsonify(predict_service.setup(backend(), _json_body()))
+
+
+@blueprint.post("/predict")
+def predict() -> Any:
+    """Interactive masks (with a context) or whole-image pre-annotation (without)."""
+    return jsonify(predict_service.predict(backend(), _json_body()))
+
+
+@blueprint.post("/webhook")
+def webhook() -> Any:
+    """Label Studio events; authenticated by the webhook secret when one is configured."""
+    secret = backend().settings.webhook_secret
+    if secret is not None:
+        given = request.headers.get("X-UnSAMv2-Secret") or request.args.get("secret") or ""
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            return jsonify({"error": "missing or wrong webhook secret", "status": 401}), 401
+    return jsonify(handle_event(backend(), _json_body())), 200
+
+
+@blueprint.get("/metrics")
+def metrics() -> Any:
+    """Prometheus text format."""
+    return Response(backend().metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
 @blueprint.get("/versions")

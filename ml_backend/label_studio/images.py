@@ -1,0 +1,70 @@
+"""Task images for the backend: fetched once, cached by content, decoded only when needed.
+
+A task's image URL maps (in memory) to the sha256 of its file, which keys both the on-disk cache
+(``data/images``) and the embedding cache: a click on an image whose embedding is cached needs no
+download and no decoding.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from core_model.imageio import load_image_rgb
+from labeling_pipeline.fetch import FetchPolicy, fetch_task_image
+from labeling_pipeline.images import cache_image_bytes
+from labeling_pipeline.label_studio import LabelStudioClient
+
+_MAX_URLS = 10_000
+
+
+class TaskImages:
+    """Resolve task image URLs to a content key and a lazy pixel loader.
+
+    Args:
+        images_dir: On-disk content-addressed cache.
+        policy: What may be fetched, and size limits.
+        max_pixels: Largest image decoded.
+    """
+
+    def __init__(self, images_dir: Path, policy: FetchPolicy, *, max_pixels: int) -> None:
+        self.images_dir = images_dir
+        self.policy = policy
+        self.max_pixels = max_pixels
+        self._paths: OrderedDict[str, tuple[str, Path]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _known(self, url: str) -> tuple[str, Path] | None:
+        with self._lock:
+            entry = self._paths.get(url)
+            if entry is not None:
+                self._paths.move_to_end(url)
+        if entry is not None and entry[1].is_file():
+            return entry
+        return None
+
+    def resolve(
+        self, url: str, *, client: LabelStudioClient | None
+    ) -> tuple[str, Callable[[], npt.NDArray[np.uint8]]]:
+        """Return ("file:<sha256>", loader of (H, W, 3) uint8 RGB) for a task image URL.
+
+        Raises:
+            ImageFetchError: the URL is refused or the download fails.
+            InvalidImageError: the file is not a usable image.
+        """
+        entry = self._known(url)
+        if entry is None:
+            data = fetch_task_image(url, client=client, policy=self.policy)
+            cached = cache_image_bytes(data, self.images_dir, max_pixels=self.max_pixels)
+            entry = (cached.sha256, cached.path)
+            with self._lock:
+                self._paths[url] = entry
+                while len(self._paths) > _MAX_URLS:
+                    self._paths.popitem(last=False)
+        sha256, path = entry
+        return f"file:{sha256}", lambda: load_image_rgb(path, max_pixels=self.max_pixels)
