@@ -10,19 +10,27 @@ from typing import Any
 def add_parser(subparsers: Any) -> None:
     """Register `ls-config` and `ls-connect`."""
     config = subparsers.add_parser("ls-config", help="print a Label Studio labeling config")
-    config.add_argument("--labels", default="Object", help="comma-separated labels, e.g. Car,Person")
-    config.add_argument("--levels", default="0.2,0.5,1.0",
-                        help="comma-separated granularity levels in [0.1, 1.0]")
+    config.add_argument(
+        "--labels", default="Object", help="comma-separated labels, e.g. Car,Person"
+    )
+    config.add_argument(
+        "--levels", default="0.2,0.5,1.0", help="comma-separated granularity levels in [0.1, 1.0]"
+    )
     config.set_defaults(run=run_config)
 
     connect = subparsers.add_parser(
-        "ls-connect", help="connect this backend to a Label Studio project (with webhook secret)")
+        "ls-connect", help="connect this backend to a Label Studio project (with webhook secret)"
+    )
     connect.add_argument("--ls-project", type=int, required=True, help="Label Studio project id")
-    connect.add_argument("--backend-url", required=True,
-                         help="URL Label Studio uses to reach this backend")
+    connect.add_argument(
+        "--backend-url", required=True, help="URL Label Studio uses to reach this backend"
+    )
     connect.add_argument("--title", default="UnSAMv2")
-    connect.add_argument("--extra-params", default="{}",
-                         help='JSON options, e.g. {"default_granularity": 0.4, "preannotate": true}')
+    connect.add_argument(
+        "--extra-params",
+        default="{}",
+        help='JSON options, e.g. {"default_granularity": 0.4, "preannotate": true}',
+    )
     connect.set_defaults(run=run_connect)
 
 
@@ -58,19 +66,32 @@ def run_connect(args: argparse.Namespace) -> int:
     parse_extra_params(extra)  # refuse bad options before Label Studio stores them
     client = LabelStudioClient(pipeline.label_studio_url, pipeline.label_studio_api_key)
     url = args.backend_url.rstrip("/")
-    body: dict[str, Any] = {"url": url, "project": args.ls_project, "is_interactive": True,
-                            "title": args.title, "extra_params": extra}
+    body: dict[str, Any] = {
+        "url": url,
+        "project": args.ls_project,
+        "is_interactive": True,
+        "title": args.title,
+        "extra_params": extra,
+    }
     if settings.basic_auth is not None:
-        body.update(auth_method="BASIC_AUTH", basic_auth_user=settings.basic_auth[0],
-                    basic_auth_pass=settings.basic_auth[1])
+        body.update(
+            auth_method="BASIC_AUTH",
+            basic_auth_user=settings.basic_auth[0],
+            basic_auth_pass=settings.basic_auth[1],
+        )
     backend = client.request_json("POST", "/api/ml", json=body)
-    print(f"connected backend {backend.get('id')} ({backend.get('state')}) to project "
-          f"{args.ls_project}")
+    print(
+        f"connected backend {backend.get('id')} ({backend.get('state')}) to project "
+        f"{args.ls_project}"
+    )
     if settings.webhook_secret is not None:
         hooks = client.get_json("/api/webhooks", project=args.ls_project)
         for hook in hooks if isinstance(hooks, list) else []:
             if str(hook.get("url", "")).rstrip("/") == f"{url}/webhook":
-                client.request_json("PATCH", f"/api/webhooks/{hook['id']}",
-                                    json={"headers": {"X-UnSAMv2-Secret": settings.webhook_secret}})
+                client.request_json(
+                    "PATCH",
+                    f"/api/webhooks/{hook['id']}",
+                    json={"headers": {"X-UnSAMv2-Secret": settings.webhook_secret}},
+                )
                 print(f"webhook {hook['id']} now sends the secret header")
     return 0

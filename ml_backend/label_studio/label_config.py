@@ -15,8 +15,20 @@ from xml.sax.saxutils import quoteattr
 
 from ml_backend.label_studio.config import LabelConfigError
 
-_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-            "#bcf60c", "#008080", "#9a6324", "#800000", "#000075")
+_PALETTE = (
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#46f0f0",
+    "#f032e6",
+    "#bcf60c",
+    "#008080",
+    "#9a6324",
+    "#800000",
+    "#000075",
+)
 SHIPPED_CONFIG = "unsamv2.xml"
 
 
@@ -27,7 +39,7 @@ def level_label(label: str, level: float) -> str:
 
 def _tint(colour: str, level: float) -> str:
     """Lighter for fine levels, full colour for whole objects."""
-    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
     mix = 0.6 * (1.0 - level)
     return "#" + "".join(f"{round(c + (255 - c) * mix):02x}" for c in rgb)
 
@@ -45,33 +57,48 @@ def build_label_config(labels: Sequence[str], levels: Sequence[float]) -> str:
         raise LabelConfigError("levels must lie in [0.1, 1.0]")
     ordered = sorted(set(levels))
     colours = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(names)}
-    brush = "\n".join(f"    <Label value={quoteattr(n)} background={quoteattr(colours[n])}/>"
-                      for n in names)
+    brush = "\n".join(
+        f"    <Label value={quoteattr(n)} background={quoteattr(colours[n])}/>" for n in names
+    )
     clicks = "\n".join(
         f"    <Label value={quoteattr(level_label(n, lv))} target={quoteattr(n)} "
-        f"level=\"{lv:g}\" background={quoteattr(_tint(colours[n], lv))}/>"
-        for n in names for lv in ordered
+        f'level="{lv:g}" background={quoteattr(_tint(colours[n], lv))}/>'
+        for n in names
+        for lv in ordered
     )
-    boxes = "\n".join(f"    <Label value={quoteattr(n)} target={quoteattr(n)} "
-                      f"background={quoteattr(colours[n])}/>" for n in names)
-    return f"""<View>
-  <Image name="image" value="$image" zoom="true" zoomControl="true"/>
-  <Header value="Pick a label (@0.1 fine parts .. @1 whole object), then click the object with the Auto-Detect tool; Alt+click removes. Slider or text box: exact granularity."/>
-  <BrushLabels name="mask" toName="image">
-{brush}
-  </BrushLabels>
-  <KeyPointLabels name="click" toName="image" smartOnly="true">
-{clicks}
-  </KeyPointLabels>
-  <RectangleLabels name="box" toName="image" smartOnly="true">
-{boxes}
-  </RectangleLabels>
-  <Number name="granularity" toName="image" perRegion="true" slider="true" min="0.1" max="1.0" step="0.05"/>
-  <TextArea name="granularity_text" toName="image" perRegion="true" maxSubmissions="1" editable="true" placeholder="exact granularity 0.1-1.0, Enter applies"/>
-</View>
-"""
+    boxes = "\n".join(
+        f"    <Label value={quoteattr(n)} target={quoteattr(n)} "
+        f"background={quoteattr(colours[n])}/>"
+        for n in names
+    )
+    header = (
+        "Pick a label (@0.1 fine parts .. @1 whole object), then click the object with "
+        "the Auto-Detect tool; Alt+click removes. Slider or text box: exact granularity."
+    )
+    lines = [
+        "<View>",
+        '  <Image name="image" value="$image" zoom="true" zoomControl="true"/>',
+        f"  <Header value={quoteattr(header)}/>",
+        '  <BrushLabels name="mask" toName="image">',
+        brush,
+        "  </BrushLabels>",
+        '  <KeyPointLabels name="click" toName="image" smartOnly="true">',
+        clicks,
+        "  </KeyPointLabels>",
+        '  <RectangleLabels name="box" toName="image" smartOnly="true">',
+        boxes,
+        "  </RectangleLabels>",
+        '  <Number name="granularity" toName="image" perRegion="true" slider="true"'
+        ' min="0.1" max="1.0" step="0.05"/>',
+        '  <TextArea name="granularity_text" toName="image" perRegion="true"'
+        ' maxSubmissions="1" editable="true"'
+        ' placeholder="exact granularity 0.1-1.0, Enter applies"/>',
+        "</View>",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def shipped_config() -> str:
     """The ready-made config shipped with the package (labels Car and Person)."""
-    return resources.files("ml_backend.label_studio").joinpath("configs", SHIPPED_CONFIG).read_text()
+    folder = resources.files("ml_backend.label_studio").joinpath("configs")
+    return folder.joinpath(SHIPPED_CONFIG).read_text()
