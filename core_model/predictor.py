@@ -109,9 +109,7 @@ class GranularityPredictor:
         check_image(image, max_pixels=self.max_image_pixels)
         return self.embed_keyed(key if key is not None else image_digest(image), lambda: image)
 
-    def embed_keyed(
-        self, key: str, load: Callable[[], npt.NDArray[np.uint8]]
-    ) -> ImageEmbedding:
+    def embed_keyed(self, key: str, load: Callable[[], npt.NDArray[np.uint8]]) -> ImageEmbedding:
         """Return the embedding of the image identified by `key`, loading pixels only on a miss.
 
         Args:
