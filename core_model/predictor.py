@@ -258,6 +258,40 @@ class GranularityPredictor:
         values = as_granularity_tuple(list(granularities))
         return self._predict(embedding, prompts, values, multimask_output, mask_input, refine)
 
+    def predict_sam2_multimask(
+        self,
+        embedding: ImageEmbedding,
+        prompts: Prompts,
+        *,
+        mask_input: npt.ArrayLike | None = None,
+    ) -> MaskPrediction:
+        """SAM-2's three multimask outputs, without any granularity token (the baseline).
+
+        Returns masks (3, H, W), scores (3,), low_res_logits (3, S/4, S/4); `granularities` and
+        `mode` say "sam2-multimask". Independent of the model's granularity modules.
+        """
+        self._check_embedding(embedding)
+        height, width = embedding.original_hw
+        prompts.check_inside(height, width)
+        coords, labels = self._prompt_tensors(prompts, embedding.original_hw)
+        with self._inference():
+            out = self.model.decode_multimask(
+                embedding.image_embed,
+                embedding.high_res_features,
+                coords,
+                labels,
+                mask_input=self._mask_input(mask_input, 1),
+            )
+        logits = out.low_res_logits[0].float()
+        return MaskPrediction(
+            masks=upsample_masks(logits, embedding.original_hw, threshold=self.mask_threshold),
+            scores=out.iou[0].float().cpu().numpy().astype(np.float32),
+            low_res_logits=logits.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP).cpu().numpy(),
+            granularities=(),
+            mode="sam2-multimask",
+            model_version=self.model_version,
+        )
+
     def _predict(
         self,
         embedding: ImageEmbedding,

@@ -8,12 +8,23 @@ line on stderr with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from core_model.errors import UnSAMv2Error
-from ml_backend.cli import bench, jobs, label_studio, segment, services, weights
+
+
+# One module per subcommand group; each has add_parser(subparsers).
+COMMAND_MODULES = (
+    "ml_backend.cli.segment",
+    "ml_backend.cli.bench",
+    "ml_backend.cli.services",
+    "ml_backend.cli.jobs",
+    "ml_backend.cli.weights",
+    "ml_backend.cli.label_studio",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (segment, bench, services, jobs, weights, label_studio):
-        module.add_parser(subparsers)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
     return parser
 
 

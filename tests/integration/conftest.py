@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 import torch
 
 from core_model.build import build_model
@@ -119,3 +121,53 @@ def start_service(tmp_path: Path):
     yield start
     for service in started:
         service.stop()
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """A real Label Studio 1.23 on 127.0.0.1 with a legacy API token: {"url", "token"}.
+
+    Its executable comes from UNSAMV2_TEST_LABEL_STUDIO (a separate virtual environment).
+    """
+    executable = os.environ.get("UNSAMV2_TEST_LABEL_STUDIO")
+    if not executable or not Path(executable).is_file():
+        missing_service("UNSAMV2_TEST_LABEL_STUDIO does not point to a label-studio executable")
+    data = tmp_path_factory.mktemp("label-studio")
+    port, token = free_port(), secrets.token_hex(20)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("UNSAMV2_", "LABEL_STUDIO"))},
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
+        "LABEL_STUDIO_USERNAME": "ci@example.com",
+        "LABEL_STUDIO_PASSWORD": "ci-pass-123",
+        "LABEL_STUDIO_USER_TOKEN": token,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
+        "COLLECT_ANALYTICS": "false",
+        "LATEST_VERSION_CHECK": "false",
+    }
+    log = open(data / "ls.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [executable, "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{url}/health", timeout=2).json().get("status") == "UP"
+        except (requests.RequestException, ValueError):
+            return process.poll() is not None
+
+    wait_for(up, 180, "Label Studio to start", interval=1)
+    assert process.poll() is None, (data / "ls.log").read_text()[-3000:]
+    yield {"url": url, "token": token}
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

@@ -178,3 +178,11 @@ def test_other_bad_arguments(predictor, tiny_model, scene_image) -> None:
 
 def test_multimask_rank_bands() -> None:
     assert [multimask_rank(g) for g in (0.1, 0.39, 0.4, 0.69, 0.7, 1.0)] == [0, 0, 1, 1, 2, 2]
+
+
+def test_sam2_multimask_baseline_gives_three_masks(predictor, scene_image) -> None:
+    embedding = predictor.embed(scene_image)
+    result = predictor.predict_sam2_multimask(embedding, CLICK)
+    assert result.masks.shape == (3, 96, 128) and result.scores.shape == (3,)
+    assert result.mode == "sam2-multimask" and result.granularities == ()
+    assert not np.allclose(result.low_res_logits[0], result.low_res_logits[1])
