@@ -1,0 +1,119 @@
+"""Settings of the pseudo-label pipeline: one frozen dataclass, convertible to and from JSON.
+
+Defaults follow the official release (shared/reference/unsamv2_model.md, section 8) where it
+has a value: T_conf 0.3, instance area > 5 %, containment 0.8, merge levels 0.9..0.5, 4 patches,
+90 % inside, NMS IoU 0.8, discard rules (IoU 0.5 with the unrefined mask, area <= 90 %).
+Workers store the config as JSON (`to_dict`) and rebuild it with `PseudoLabelConfig.from_mapping`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from core_model.errors import UnSAMv2Error
+from core_model.imageio import DEFAULT_MAX_PIXELS
+from labeling_pipeline.pseudo_labels.conquer import DEFAULT_THRESHOLDS
+from labeling_pipeline.pseudo_labels.ncut import NCutConfig
+from labeling_pipeline.pseudo_labels.refine import RefineConfig
+
+
+class PseudoLabelConfigError(UnSAMv2Error, ValueError):
+    """A pseudo-label config has an unknown key or a value out of range."""
+
+
+@dataclass(frozen=True)
+class PseudoLabelConfig:
+    """All thresholds of the pipeline.
+
+    Attributes:
+        ncut: Divide-stage settings (N-cut).
+        use_ncut: Run the N-cut divide stage (off: external proposals only).
+        proposal_min_score: External proposals scoring at most this are dropped (T_conf).
+        instance_min_area_fraction: An instance covers more than this fraction of the image.
+        containment_threshold: |a & b| / |a| above which a lies inside b (T_overlap).
+        merge_thresholds: Conquer levels, highest first.
+        min_region_patches: Smallest conquer region, in patches.
+        keep_inside_fraction: A conquer region is kept if more than this share lies inside.
+        nms_iou: Mask NMS threshold (parts above it with the instance or a kept part go).
+        refine: GrabCut refinement settings.
+        max_image_side: Images are downscaled to this long side for processing (None: never);
+            masks are written at the original resolution.
+        max_image_pixels: Files with more pixels are refused before decoding.
+        blank_std: Images whose per-channel standard deviation is below this everywhere
+            (0-255 scale) are skipped as blank.
+    """
+
+    ncut: NCutConfig = field(default_factory=NCutConfig)
+    use_ncut: bool = True
+    proposal_min_score: float = 0.3
+    instance_min_area_fraction: float = 0.05
+    containment_threshold: float = 0.8
+    merge_thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    min_region_patches: int = 4
+    keep_inside_fraction: float = 0.9
+    nms_iou: float = 0.8
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    max_image_side: int | None = 1024
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    blank_std: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "instance_min_area_fraction",
+            "containment_threshold",
+            "keep_inside_fraction",
+            "nms_iou",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise PseudoLabelConfigError(f"{name} must be in [0, 1], got {value}")
+        if not self.merge_thresholds or self.min_region_patches < 1:
+            raise PseudoLabelConfigError(
+                "need at least one merge threshold and min_region_patches >= 1"
+            )
+        if self.max_image_side is not None and self.max_image_side < 16:
+            raise PseudoLabelConfigError(f"max_image_side must be >= 16, got {self.max_image_side}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (nested sections as dicts, tuples as lists)."""
+        out = dataclasses.asdict(self)
+        out["merge_thresholds"] = list(self.merge_thresholds)
+        return out
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> PseudoLabelConfig:
+        """Build a config from a (possibly partial) dict such as `to_dict` writes.
+
+        Raises:
+            PseudoLabelConfigError: unknown keys or invalid values.
+        """
+        values = dict(values or {})
+        nested = {"ncut": NCutConfig, "refine": RefineConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in nested and isinstance(value, Mapping):
+                kwargs[key] = _build(nested[key], value, prefix=f"{key}.")
+            elif key == "merge_thresholds":
+                kwargs[key] = tuple(float(v) for v in value)
+            else:
+                kwargs[key] = value
+        config: PseudoLabelConfig = _build(cls, kwargs, prefix="")
+        return config
+
+
+def _build(kind: Any, values: Mapping[str, Any], *, prefix: str) -> Any:
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PseudoLabelConfigError(
+            f"unknown pseudo-label setting(s): {', '.join(prefix + k for k in unknown)}"
+        )
+    try:
+        return kind(**values)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, PseudoLabelConfigError):
+            raise
+        raise PseudoLabelConfigError(f"invalid pseudo-label setting: {exc}") from None

@@ -1,0 +1,300 @@
+"""Granularity-aware divide-and-conquer on one image, in memory (UnSAMv2's data engine).
+
+Stages (shared/reference/unsamv2_model.md, section 8):
+
+1. **Divide**: N-cut proposals on the image's patch features (`ncut`), plus optional external
+   proposals (detector masks, or human masks for UnSAMv2+) with a score; proposals scoring at
+   most `proposal_min_score` are dropped.
+2. **Relations** (`relations`): instances and their contained parts.
+3. Per instance: **refine** the instance (GrabCut, `refine`; human masks are kept as they are),
+   **conquer** its tight crop (`conquer.merge_patches` on the crop's features; regions more
+   than `keep_inside_fraction` inside the instance are kept, clipped to it), **NMS**
+   (`mask_ops.protected_nms`: the instance always survives), **refine** every part, NMS again
+   on the refined masks, and **granularity** (`granularity`) over the instance and its parts.
+
+Everything for one instance happens in a frame around its box, so memory stays proportional to
+the objects, not to image size x number of masks. Masks come out as COCO RLE.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from core_model.masks import encode_coco_rle
+from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig
+from labeling_pipeline.pseudo_labels.conquer import merge_patches
+from labeling_pipeline.pseudo_labels.errors import ProposalError
+from labeling_pipeline.pseudo_labels.features import FeatureExtractor, check_image
+from labeling_pipeline.pseudo_labels.granularity import granularity_from_areas
+from labeling_pipeline.pseudo_labels.mask_ops import protected_nms
+from labeling_pipeline.pseudo_labels.ncut import discover_instances
+from labeling_pipeline.pseudo_labels.refine import RefineConfig, accept_refined, grabcut_refine
+from labeling_pipeline.pseudo_labels.relations import find_hierarchies
+
+logger = logging.getLogger(__name__)
+
+BoolMask = npt.NDArray[np.bool_]
+UNREFINED_SOURCES = ("human",)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """An external proposal: `mask` (H, W) bool in the image frame.
+
+    `source` is "external" (detector output, refined like N-cut masks) or "human" (an accepted
+    annotation for UnSAMv2+, never refined); `score` is the detector confidence (1.0 for human).
+    """
+
+    mask: BoolMask
+    score: float = 1.0
+    source: str = "external"
+
+
+@dataclass(frozen=True)
+class PseudoMask:
+    """One output mask.
+
+    Attributes:
+        segmentation: COCO RLE (ASCII counts) in the frame of the processed image.
+        area: Foreground pixels.
+        bbox_xywh: Tight box (x, y, width, height) in pixels.
+        granularity: In [0.1, 1.0], relative to its instance.
+        instance_id: 1-based id of the instance hierarchy.
+        is_part: False for the instance itself.
+        score: Proposal score (instances and external parts) or conquer level (conquer parts).
+        source: "ncut", "external", "human" or "conquer".
+    """
+
+    segmentation: dict[str, Any]
+    area: int
+    bbox_xywh: tuple[float, float, float, float]
+    granularity: float
+    instance_id: int
+    is_part: bool
+    score: float
+    source: str
+
+    def decode(self) -> BoolMask:
+        """Return the (H, W) bool mask."""
+        from core_model.masks import decode_coco_rle
+
+        return decode_coco_rle(self.segmentation)
+
+
+@dataclass
+class _Candidate:
+    mask: BoolMask  # in the instance frame
+    score: float
+    source: str
+    band_px: int
+
+
+def grid_to_image(mask: BoolMask, height: int, width: int) -> BoolMask:
+    """Upsample an (h, w) patch mask to (height, width) bool (bilinear, threshold 0.5)."""
+    resized = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    out: BoolMask = resized > 0.5
+    return out
+
+
+def _box(mask: BoolMask, margin: int = 0) -> tuple[int, int, int, int]:
+    """Return (y0, y1, x0, x1), end exclusive, of a non-empty mask grown by `margin`."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    height, width = mask.shape
+    return (
+        max(0, int(rows[0]) - margin),
+        min(height, int(rows[-1]) + 1 + margin),
+        max(0, int(cols[0]) - margin),
+        min(width, int(cols[-1]) + 1 + margin),
+    )
+
+
+def _divide(
+    image: npt.NDArray[np.uint8],
+    extractor: FeatureExtractor,
+    config: PseudoLabelConfig,
+    proposals: Sequence[Proposal],
+) -> tuple[list[_Candidate], int]:
+    """Return the proposals (image frame) and the band width of N-cut masks in pixels."""
+    height, width = image.shape[:2]
+    found: list[_Candidate] = []
+    band = config.refine.min_band_px
+    if config.use_ncut:
+        features = extractor.extract(image)
+        patch_px = features.patch_size * height / features.resized_hw[0]
+        band = max(band, round(config.refine.band_patches * patch_px))
+        for cut in discover_instances(features, config.ncut):
+            mask = grid_to_image(cut.mask, height, width)
+            found.append(_Candidate(mask, cut.score, "ncut", band))
+    for index, p in enumerate(proposals):
+        mask = np.asarray(p.mask)
+        if mask.shape != (height, width):
+            raise ProposalError(
+                f"proposal {index} has shape {mask.shape}, image is {(height, width)}"
+            )
+        if p.source not in ("external", "human"):
+            raise ProposalError(f"proposal {index}: source must be external or human")
+        if p.score > config.proposal_min_score and mask.any():
+            found.append(_Candidate(mask.astype(bool), float(p.score), p.source, band))
+    return found, band
+
+
+def _refined(
+    image: npt.NDArray[np.uint8], candidate: _Candidate, config: RefineConfig
+) -> BoolMask | None:
+    """Return the refined mask, the mask itself when not refined, or None when discarded."""
+    if not config.enabled or candidate.source in UNREFINED_SOURCES:
+        return candidate.mask
+    refined = grabcut_refine(
+        image,
+        candidate.mask,
+        band_px=candidate.band_px,
+        iterations=config.iterations,
+        max_side=config.max_side,
+    )
+    return refined if accept_refined(candidate.mask, refined, config) else None
+
+
+def _conquer(
+    image: npt.NDArray[np.uint8],
+    instance: BoolMask,
+    frame: tuple[int, int, int, int],
+    extractor: FeatureExtractor,
+    config: PseudoLabelConfig,
+) -> list[_Candidate]:
+    """Return conquer regions of one instance, in the instance frame, clipped to the instance."""
+    fy0, fy1, fx0, fx1 = frame
+    y0, y1, x0, x1 = _box(instance)
+    crop_instance = instance[y0:y1, x0:x1]
+    features = extractor.extract(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    patch_px = features.patch_size * (y1 - y0) / features.resized_hw[0]
+    band = max(config.refine.min_band_px, round(config.refine.band_patches * patch_px))
+    result = merge_patches(
+        features.features,
+        thresholds=config.merge_thresholds,
+        min_patches=config.min_region_patches,
+    )
+    out = []
+    for region in result.regions:
+        mask = grid_to_image(region.mask, y1 - y0, x1 - x0)
+        area = int(mask.sum())
+        inside = mask & crop_instance
+        if area == 0 or inside.sum() <= config.keep_inside_fraction * area:
+            continue
+        framed = np.zeros((fy1 - fy0, fx1 - fx0), dtype=bool)
+        framed[y0 - fy0 : y1 - fy0, x0 - fx0 : x1 - fx0] = inside
+        out.append(_Candidate(framed, region.threshold, "conquer", band))
+    return out
+
+
+def _is_part(
+    mask: BoolMask, instance: BoolMask, instance_area: int, config: PseudoLabelConfig
+) -> bool:
+    area = int(mask.sum())
+    inside = int((mask & instance).sum())
+    return 0 < area < instance_area and inside > config.containment_threshold * area
+
+
+def _parts(
+    image: npt.NDArray[np.uint8],
+    instance: BoolMask,
+    candidates: list[_Candidate],
+    config: PseudoLabelConfig,
+) -> list[_Candidate]:
+    """NMS, refine and NMS again the candidate parts of one instance (all in its frame)."""
+    kept = [
+        candidates[i]
+        for i in protected_nms(instance, [c.mask for c in candidates], iou_threshold=config.nms_iou)
+    ]
+    refined = []
+    instance_area = int(instance.sum())
+    for candidate in kept:
+        mask = _refined(image, candidate, config.refine)
+        # a refined part must still be a part: smaller than and inside its instance
+        if mask is not None and _is_part(mask, instance, instance_area, config):
+            refined.append(_Candidate(mask, candidate.score, candidate.source, candidate.band_px))
+    if kept and not refined:
+        logger.debug("refinement discarded every part; keeping the unrefined parts")
+        refined = kept
+    order = protected_nms(instance, [c.mask for c in refined], iou_threshold=config.nms_iou)
+    return [refined[i] for i in order]
+
+
+def _encode(
+    framed: BoolMask, frame: tuple[int, int, int, int], shape: tuple[int, int]
+) -> tuple[dict[str, Any], int, tuple[float, float, float, float]]:
+    full = np.zeros(shape, dtype=bool)
+    fy0, fy1, fx0, fx1 = frame
+    full[fy0:fy1, fx0:fx1] = framed
+    y0, y1, x0, x1 = _box(framed)
+    box = (float(x0 + fx0), float(y0 + fy0), float(x1 - x0), float(y1 - y0))
+    return encode_coco_rle(full), int(framed.sum()), box
+
+
+def pseudo_label_image(
+    image: npt.NDArray[np.uint8],
+    extractor: FeatureExtractor,
+    *,
+    config: PseudoLabelConfig | None = None,
+    proposals: Sequence[Proposal] = (),
+) -> list[PseudoMask]:
+    """Run divide, relations, conquer, NMS, refinement and granularity on one image.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        extractor: Patch-feature extractor (used for the divide and the conquer stages).
+        config: Thresholds; defaults to `PseudoLabelConfig()`.
+        proposals: External proposals (masks (H, W) bool) entering the same stages.
+
+    Returns:
+        Instances and parts, each instance followed by its parts (largest part first).
+
+    Raises:
+        FeatureExtractorError: the image is not (H, W, 3) uint8.
+        ProposalError: a proposal does not match the image.
+    """
+    config = config or PseudoLabelConfig()
+    check_image(image)
+    height, width = image.shape[:2]
+    candidates, _ = _divide(image, extractor, config, proposals)
+    hierarchies = find_hierarchies(
+        [c.mask for c in candidates],
+        [c.score for c in candidates],
+        min_instance_area_fraction=config.instance_min_area_fraction,
+        containment_threshold=config.containment_threshold,
+    )
+    out: list[PseudoMask] = []
+    for instance_id, hierarchy in enumerate(hierarchies, start=1):
+        head = candidates[hierarchy.instance]
+        refined = _refined(image, head, config.refine)
+        instance = head.mask if refined is None else refined
+        if not instance.any():
+            continue
+        frame = _box(instance, margin=2 * head.band_px + 2)
+        fy0, fy1, fx0, fx1 = frame
+        framed_instance = instance[fy0:fy1, fx0:fx1]
+        given = sorted(
+            (candidates[j] for j in hierarchy.parts), key=lambda c: (-c.score, -int(c.mask.sum()))
+        )
+        framed_given = [
+            _Candidate(c.mask[fy0:fy1, fx0:fx1], c.score, c.source, c.band_px) for c in given
+        ]
+        conquered = sorted(
+            _conquer(image, instance, frame, extractor, config), key=lambda c: -int(c.mask.sum())
+        )
+        parts = _parts(image[fy0:fy1, fx0:fx1], framed_instance, framed_given + conquered, config)
+        areas = [int(framed_instance.sum())] + [int(p.mask.sum()) for p in parts]
+        granularity = granularity_from_areas(areas)
+        members = [(framed_instance, head.score, head.source, False)] + [
+            (p.mask, p.score, p.source, True) for p in parts
+        ]
+        for (mask, score, source, is_part), g in zip(members, granularity.tolist(), strict=True):
+            rle, area, box = _encode(mask, frame, (height, width))
+            out.append(PseudoMask(rle, area, box, float(g), instance_id, is_part, score, source))
+    return out
