@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "ml_backend.cli.jobs",
     "ml_backend.cli.weights",
     "ml_backend.cli.label_studio",
+    "ml_backend.cli.pseudo_label",
 )
 
 

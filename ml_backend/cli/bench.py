@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ml_backend.cli import bench_pseudo_label
+
 
 @dataclass(frozen=True)
 class ClickBenchResult:
@@ -68,6 +70,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.set_defaults(run=run_click)
+    bench_pseudo_label.add_parser(benches)
 
 
 def synthetic_image(width: int, height: int, seed: int = 0) -> npt.NDArray[np.uint8]:
