@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from core_model.masks import encode_coco_rle
+from core_model.masks import decode_coco_rle, encode_coco_rle
 from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig
 from labeling_pipeline.pseudo_labels.conquer import merge_patches
 from labeling_pipeline.pseudo_labels.errors import ProposalError
@@ -83,8 +83,6 @@ class PseudoMask:
 
     def decode(self) -> BoolMask:
         """Return the (H, W) bool mask."""
-        from core_model.masks import decode_coco_rle
-
         return decode_coco_rle(self.segmentation)
 
 
@@ -120,8 +118,8 @@ def _divide(
     extractor: FeatureExtractor,
     config: PseudoLabelConfig,
     proposals: Sequence[Proposal],
-) -> tuple[list[_Candidate], int]:
-    """Return the proposals (image frame) and the band width of N-cut masks in pixels."""
+) -> list[_Candidate]:
+    """Return N-cut and external proposals (image frame) with their refinement band widths."""
     height, width = image.shape[:2]
     found: list[_Candidate] = []
     band = config.refine.min_band_px
@@ -142,7 +140,7 @@ def _divide(
             raise ProposalError(f"proposal {index}: source must be external or human")
         if p.score > config.proposal_min_score and mask.any():
             found.append(_Candidate(mask.astype(bool), float(p.score), p.source, band))
-    return found, band
+    return found
 
 
 def _refined(
@@ -237,6 +235,36 @@ def _encode(
     return encode_coco_rle(full), int(framed.sum()), box
 
 
+def _hierarchy(
+    image: npt.NDArray[np.uint8],
+    head: _Candidate,
+    given: list[_Candidate],
+    extractor: FeatureExtractor,
+    config: PseudoLabelConfig,
+) -> tuple[tuple[int, int, int, int], BoolMask, list[_Candidate]]:
+    """Refine one instance and find its parts.
+
+    Returns:
+        (frame (y0, y1, x0, x1) in the image, the instance mask in the frame, its parts in the
+        frame, largest first).
+    """
+    refined = _refined(image, head, config.refine)
+    instance = head.mask if refined is None else refined  # a discarded refinement keeps the coarse
+    frame = _box(instance, margin=2 * head.band_px + 2)
+    fy0, fy1, fx0, fx1 = frame
+    framed_given = [
+        _Candidate(c.mask[fy0:fy1, fx0:fx1], c.score, c.source, c.band_px)
+        for c in sorted(given, key=lambda c: (-c.score, -int(c.mask.sum())))
+    ]
+    conquered = sorted(
+        _conquer(image, instance, frame, extractor, config), key=lambda c: -int(c.mask.sum())
+    )
+    framed_instance = instance[fy0:fy1, fx0:fx1]
+    parts = _parts(image[fy0:fy1, fx0:fx1], framed_instance, framed_given + conquered, config)
+    parts.sort(key=lambda c: -int(c.mask.sum()))
+    return frame, framed_instance, parts
+
+
 def pseudo_label_image(
     image: npt.NDArray[np.uint8],
     extractor: FeatureExtractor,
@@ -262,7 +290,7 @@ def pseudo_label_image(
     config = config or PseudoLabelConfig()
     check_image(image)
     height, width = image.shape[:2]
-    candidates, _ = _divide(image, extractor, config, proposals)
+    candidates = _divide(image, extractor, config, proposals)
     hierarchies = find_hierarchies(
         [c.mask for c in candidates],
         [c.score for c in candidates],
@@ -272,29 +300,15 @@ def pseudo_label_image(
     out: list[PseudoMask] = []
     for instance_id, hierarchy in enumerate(hierarchies, start=1):
         head = candidates[hierarchy.instance]
-        refined = _refined(image, head, config.refine)
-        instance = head.mask if refined is None else refined
-        if not instance.any():
-            continue
-        frame = _box(instance, margin=2 * head.band_px + 2)
-        fy0, fy1, fx0, fx1 = frame
-        framed_instance = instance[fy0:fy1, fx0:fx1]
-        given = sorted(
-            (candidates[j] for j in hierarchy.parts), key=lambda c: (-c.score, -int(c.mask.sum()))
-        )
-        framed_given = [
-            _Candidate(c.mask[fy0:fy1, fx0:fx1], c.score, c.source, c.band_px) for c in given
-        ]
-        conquered = sorted(
-            _conquer(image, instance, frame, extractor, config), key=lambda c: -int(c.mask.sum())
-        )
-        parts = _parts(image[fy0:fy1, fx0:fx1], framed_instance, framed_given + conquered, config)
-        areas = [int(framed_instance.sum())] + [int(p.mask.sum()) for p in parts]
-        granularity = granularity_from_areas(areas)
-        members = [(framed_instance, head.score, head.source, False)] + [
+        given = [candidates[j] for j in hierarchy.parts]
+        frame, instance, parts = _hierarchy(image, head, given, extractor, config)
+        areas = [int(instance.sum())] + [int(p.mask.sum()) for p in parts]
+        members = [(instance, head.score, head.source, False)] + [
             (p.mask, p.score, p.source, True) for p in parts
         ]
-        for (mask, score, source, is_part), g in zip(members, granularity.tolist(), strict=True):
+        for (mask, score, source, is_part), g in zip(
+            members, granularity_from_areas(areas).tolist(), strict=True
+        ):
             rle, area, box = _encode(mask, frame, (height, width))
             out.append(PseudoMask(rle, area, box, float(g), instance_id, is_part, score, source))
     return out

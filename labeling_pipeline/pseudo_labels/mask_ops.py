@@ -49,16 +49,6 @@ def iou_matrix(
     return out
 
 
-def containment_matrix(
-    masks: Sequence[npt.NDArray[np.bool_]] | npt.NDArray[np.bool_],
-) -> npt.NDArray[np.float64]:
-    """Return C (N, N) with C[i, j] = |m_i & m_j| / |m_i| (how much of i lies inside j)."""
-    inter = pairwise_intersections(masks).astype(np.float64)
-    area = np.diag(inter)
-    out: npt.NDArray[np.float64] = inter / np.maximum(area[:, None], 1.0)
-    return out
-
-
 def protected_nms(
     instance: npt.NDArray[np.bool_],
     parts: Sequence[npt.NDArray[np.bool_]],

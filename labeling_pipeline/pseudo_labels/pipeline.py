@@ -29,7 +29,12 @@ from PIL import Image, UnidentifiedImageError
 
 from core_model.errors import InvalidImageError, UnSAMv2Error
 from core_model.imageio import load_image_rgb
-from core_model.masks import decode_coco_rle, encode_coco_rle
+from core_model.masks import (
+    box_xyxy_to_xywh,
+    decode_coco_rle,
+    encode_coco_rle,
+    mask_to_box_xyxy,
+)
 from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig
 from labeling_pipeline.pseudo_labels.divide_conquer import Proposal, PseudoMask, pseudo_label_image
 from labeling_pipeline.pseudo_labels.errors import ProposalError
@@ -109,17 +114,13 @@ def _upscaled(masks: list[PseudoMask], height: int, width: int) -> list[PseudoMa
     for m in masks:
         small = decode_coco_rle(m.segmentation).astype(np.float32)
         big = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR) > 0.5
-        rows, cols = np.flatnonzero(big.any(axis=1)), np.flatnonzero(big.any(axis=0))
-        if rows.size == 0:
+        if not big.any():
             continue
-        box = (
-            float(cols[0]),
-            float(rows[0]),
-            float(cols[-1] + 1 - cols[0]),
-            float(rows[-1] + 1 - rows[0]),
-        )
+        x, y, w, h = (float(v) for v in box_xyxy_to_xywh(mask_to_box_xyxy(big)))
         out.append(
-            replace(m, segmentation=encode_coco_rle(big), area=int(big.sum()), bbox_xywh=box)
+            replace(
+                m, segmentation=encode_coco_rle(big), area=int(big.sum()), bbox_xywh=(x, y, w, h)
+            )
         )
     return out
 
@@ -158,7 +159,7 @@ def pseudo_label_image_file(
         config: A `PseudoLabelConfig`, or a (partial) dict of its fields (as stored by workers).
         proposals: External proposals with masks at the file's resolution (after EXIF).
         json_name: Output name relative to `out_dir` (default ``<stem>.json``).
-        image_id: Id written in the JSON (default: derived from the file name).
+        image_id: Id written in the JSON (default: derived from the JSON name).
         previews_dir: If given, also write an overlay PNG there.
 
     Returns:
@@ -173,7 +174,8 @@ def pseudo_label_image_file(
     if not isinstance(config, PseudoLabelConfig):
         config = PseudoLabelConfig.from_mapping(config)
     image_path = Path(image_path)
-    json_path = Path(out_dir) / (json_name or f"{image_path.stem}.json")
+    json_name = json_name or f"{image_path.stem}.json"
+    json_path = Path(out_dir) / json_name
     existing = read_pseudo_label_json(json_path)
     if existing is not None:
         values = granularities_of(existing)
@@ -202,7 +204,7 @@ def pseudo_label_image_file(
     payload = build_pseudo_label_json(
         masks,
         file_name=image_path.name,
-        image_id=image_id if image_id is not None else stable_image_id(image_path.name),
+        image_id=image_id if image_id is not None else stable_image_id(json_name),
         height=height,
         width=width,
         info={"features": extractor.name, "config": config.to_dict(), "note": note},
