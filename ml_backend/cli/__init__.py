@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from core_model.errors import UnSAMv2Error
 
-
 # One module per subcommand group; each has add_parser(subparsers).
 COMMAND_MODULES = (
     "ml_backend.cli.segment",
