@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core_model.errors import UnSAMv2Error
 from labeling_pipeline.settings import PipelineSettings
+from ml_backend.cvat.presets import DEFAULT_PRESETS, Preset, PresetError, parse_presets
 
 
 class SettingsError(UnSAMv2Error, ValueError):
@@ -39,6 +40,7 @@ class Settings:
         cache_mb: Embedding cache size.
         max_image_pixels: Largest image accepted.
         model_poll_s: How often the backend looks for a newly published model version.
+        cvat_presets: Granularity presets served to CVAT, one interactor and one detector each.
     """
 
     pipeline: PipelineSettings
@@ -54,6 +56,7 @@ class Settings:
     cache_mb: int = 1024
     max_image_pixels: int = 64_000_000
     model_poll_s: float = 10.0
+    cvat_presets: tuple[Preset, ...] = DEFAULT_PRESETS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +112,7 @@ class Settings:
             cache_mb=reader.integer("UNSAMV2_CACHE_MB", 1024, low=0),
             max_image_pixels=reader.integer("UNSAMV2_MAX_IMAGE_PIXELS", 64_000_000, low=1),
             model_poll_s=reader.number("UNSAMV2_MODEL_POLL_S", 10.0, low=0.1),
+            cvat_presets=reader.presets("UNSAMV2_CVAT_PRESETS"),
         )
 
     def with_pipeline(self, **changes: object) -> Settings:
@@ -154,6 +158,13 @@ class _Reader:
         if (low is not None and value < low) or (high is not None and value > high):
             raise SettingsError(f"{name} must lie in [{low}, {high}], got {raw!r}")
         return value
+
+    def presets(self, name: str) -> tuple[Preset, ...]:
+        raw = self.text(name)
+        try:
+            return DEFAULT_PRESETS if raw is None else parse_presets(raw)
+        except PresetError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
 
     def flag(self, name: str) -> bool:
         raw = (self.text(name) or "false").lower()

@@ -1,0 +1,237 @@
+"""Pure converters between CVAT's function protocol and `core_model` values.
+
+Requests (built by CVAT's lambda manager): ``image`` is the frame file, base64; interactors add
+``pos_points`` and ``neg_points`` (``[[x, y], ...]``, original-image pixels) and ``obj_bbox``
+(``[[x1, y1], [x2, y2]]``, or ``[]``/``null``); ``threshold`` is present only when non-zero.
+
+Replies: an interactor answers ``{"mask": rows of the cropped 0/1 mask, "bounds": [xtl, ytl,
+xbr, ybr]}`` (inclusive corners, the crop's offset); a detector answers a list of shapes whose
+``mask`` is the cropped mask flattened row-major followed by the inclusive corners (CVAT
+run-length encodes it on its side) and whose ``points`` is the outline polygon, used by CVAT
+when "convert masks to polygons" is on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core_model.imageio import load_image_rgb
+from core_model.masks import mask_to_polygons
+from core_model.types import Prompts
+from ml_backend.errors import BadRequestError
+
+ImageLoader = Callable[[], npt.NDArray[np.uint8]]
+
+EMPTY_MASK_MESSAGE = (
+    "no object found at these prompts; add a positive point on the object or try another "
+    "granularity preset"
+)
+
+
+def decode_image(body: Mapping[str, Any], *, max_pixels: int) -> tuple[str, ImageLoader]:
+    """Return a content key of the frame and a lazy loader of its pixels.
+
+    The key is the sha256 of the decoded file bytes (``file:<hex>``, as the Label Studio
+    backend keys files), so follow-up clicks on the same frame reuse the cached embedding and
+    the image is decoded only on a cache miss.
+
+    Args:
+        body: The request; ``body["image"]`` is the base64 image file (JPEG, PNG, ...).
+        max_pixels: Largest accepted image (H * W), checked before pixels are decoded.
+
+    Returns:
+        (key, loader); the loader returns (H, W, 3) uint8 RGB, EXIF orientation applied, and
+        raises `InvalidImageError` for an unreadable or too large image.
+
+    Raises:
+        BadRequestError: no ``image`` string, or it is not valid base64.
+    """
+    encoded = body.get("image")
+    if not isinstance(encoded, str) or not encoded.strip():
+        raise BadRequestError("the request has no 'image' (the frame as a base64 string)")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError("'image' is not valid base64") from None
+    if not data:
+        raise BadRequestError("'image' decodes to an empty file")
+    key = "file:" + hashlib.sha256(data).hexdigest()
+    return key, lambda: load_image_rgb(data, max_pixels=max_pixels)
+
+
+def _points(body: Mapping[str, Any], name: str) -> npt.NDArray[np.float64]:
+    raw = body.get(name)
+    if raw is None:
+        return np.zeros((0, 2), dtype=np.float64)
+    try:
+        array = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadRequestError(f"'{name}' must be a list of [x, y] pixel pairs") from None
+    if array.size == 0:
+        return np.zeros((0, 2), dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise BadRequestError(
+            f"'{name}' must be a list of [x, y] pixel pairs, got shape {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise BadRequestError(f"'{name}' has a coordinate that is not a finite number")
+    return array
+
+
+def _box(body: Mapping[str, Any]) -> npt.NDArray[np.float64] | None:
+    raw = body.get("obj_bbox")
+    if raw is None:
+        return None
+    try:
+        values = np.asarray(raw, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise BadRequestError("'obj_bbox' must be [[x1, y1], [x2, y2]] in pixels") from None
+    if values.size == 0:
+        return None
+    if values.size != 4 or not np.isfinite(values).all():
+        raise BadRequestError(f"'obj_bbox' must be [[x1, y1], [x2, y2]] in pixels, got {raw!r}")
+    (x1, y1), (x2, y2) = values.reshape(2, 2)
+    # the corners are the two ends of the user's drag, in any order
+    return np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)])
+
+
+def decode_prompts(body: Mapping[str, Any]) -> Prompts:
+    """Build prompts from an interactor request.
+
+    Returns:
+        Positive clicks (label 1), then negative clicks (label 0), (x, y) original-image
+        pixels, and the optional box (x0, y0, x1, y1).
+
+    Raises:
+        BadRequestError: malformed points or box.
+        InvalidPromptError: no point and no box, or a degenerate box.
+    """
+    positive, negative = _points(body, "pos_points"), _points(body, "neg_points")
+    coords = np.concatenate([positive, negative])
+    labels = np.concatenate([np.ones(len(positive)), np.zeros(len(negative))]).astype(np.int32)
+    return Prompts.from_arrays(
+        coords if len(coords) else None, labels if len(coords) else None, _box(body)
+    )
+
+
+def decode_threshold(body: Mapping[str, Any]) -> float | None:
+    """Return the detector's confidence threshold in [0, 1], or None when absent.
+
+    Raises:
+        BadRequestError: not a number in [0, 1].
+    """
+    raw = body.get("threshold")
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise BadRequestError(f"'threshold' must be a number in [0, 1], got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise BadRequestError(f"'threshold' must be a number in [0, 1], got {raw!r}")
+    return value
+
+
+def crop_to_mask(
+    mask: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.uint8], tuple[int, int, int, int]] | None:
+    """Crop an (H, W) mask to its tight box.
+
+    Returns:
+        (crop (h, w) uint8 0/1, (xtl, ytl, xbr, ybr) inclusive pixel corners), or None when
+        the mask is empty.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    ytl, ybr, xtl, xbr = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    crop = mask[ytl : ybr + 1, xtl : xbr + 1].astype(np.uint8)
+    return crop, (xtl, ytl, xbr, ybr)
+
+
+def _anchor(prompts: Prompts, height: int, width: int) -> tuple[int, int]:
+    """Integer pixel of the first positive click, else the box's top-left, else (0, 0)."""
+    positive = [p for p in prompts.points if p.label == 1]
+    if positive:
+        x, y = positive[0].x, positive[0].y
+    elif prompts.box is not None:
+        x, y = prompts.box.x0, prompts.box.y0
+    else:
+        x, y = 0.0, 0.0
+    return min(max(int(x), 0), width - 1), min(max(int(y), 0), height - 1)
+
+
+def interactor_reply(mask: npt.NDArray[np.bool_], prompts: Prompts) -> dict[str, Any]:
+    """Encode an interactor answer.
+
+    Args:
+        mask: (H, W) bool, original image size.
+        prompts: The request's prompts (they place the answer when the mask is empty).
+
+    Returns:
+        ``{"mask": rows of the 0/1 crop, "bounds": [xtl, ytl, xbr, ybr]}`` (inclusive). An
+        empty mask gives a one-pixel background crop at the first positive click (the UI then
+        shows no mask and nothing fails) plus a ``message`` key saying why.
+    """
+    cropped = crop_to_mask(mask)
+    if cropped is None:
+        x, y = _anchor(prompts, *mask.shape)
+        return {"mask": [[0]], "bounds": [x, y, x, y], "message": EMPTY_MASK_MESSAGE}
+    crop, bounds = cropped
+    return {"mask": crop.tolist(), "bounds": list(bounds)}
+
+
+def polygon_points(mask: npt.NDArray[np.bool_], *, tolerance_px: float) -> list[float] | None:
+    """Return the largest outer contour of an (H, W) mask as flat [x1, y1, x2, y2, ...].
+
+    Returns None when no polygon of at least 3 vertices exists (then CVAT keeps the mask).
+    """
+    polygons = mask_to_polygons(mask, tolerance_px=tolerance_px)
+    if not polygons:
+        return None
+    largest = max(polygons, key=lambda p: _area(p))
+    return [float(v) for v in largest.reshape(-1)]
+
+
+def _area(polygon: npt.NDArray[np.float32]) -> float:
+    x, y = polygon[:, 0].astype(np.float64), polygon[:, 1].astype(np.float64)
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+
+
+def detector_shape(
+    mask: npt.NDArray[np.bool_], score: float, *, label: str, tolerance_px: float = 1.0
+) -> dict[str, Any] | None:
+    """Encode one detected mask as a CVAT detector shape, or None if the mask is empty.
+
+    Args:
+        mask: (H, W) bool, original image size.
+        score: Confidence in [0, 1] (the predicted IoU), sent as a string.
+        label: A label name of the function's spec.
+        tolerance_px: Simplification of the outline polygon in ``points``.
+
+    Returns:
+        ``{"label", "type": "mask", "mask": [crop 0/1 row-major..., xtl, ytl, xbr, ybr],
+        "points": [x1, y1, ...], "confidence": "0.87"}``; ``points`` is left out when the
+        mask has no polygon of 3 or more vertices.
+    """
+    cropped = crop_to_mask(mask)
+    if cropped is None:
+        return None
+    crop, bounds = cropped
+    shape: dict[str, Any] = {
+        "label": label,
+        "type": "mask",
+        "mask": [*crop.reshape(-1).tolist(), *bounds],
+        "confidence": f"{score:.2f}",
+    }
+    points = polygon_points(mask, tolerance_px=tolerance_px)
+    if points is not None:
+        shape["points"] = points
+    return shape
