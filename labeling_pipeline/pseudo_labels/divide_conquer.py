@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 BoolMask = npt.NDArray[np.bool_]
 UNREFINED_SOURCES = ("human",)
+SOURCE_PRIORITY = {"ncut": 0, "external": 1, "human": 2}  # between near-duplicate instances
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ def pseudo_label_image(
     hierarchies = find_hierarchies(
         [c.mask for c in candidates],
         [c.score for c in candidates],
+        priorities=[SOURCE_PRIORITY[c.source] for c in candidates],
         min_instance_area_fraction=config.instance_min_area_fraction,
         containment_threshold=config.containment_threshold,
     )

@@ -2,10 +2,11 @@
 
 A proposal is an **instance** when it covers more than `min_instance_area_fraction` of the image
 and is not contained (more than `containment_threshold` of its pixels) in another proposal that
-dominates it: larger, or as large with a higher score (so of two near-duplicates the larger one
-is the instance). The **parts** of an instance are the other non-instance proposals contained in
-it above the threshold; a part may belong to two instances. Proposals that are neither are
-dropped.
+dominates it: one that does not lie inside it in turn (so it is larger), or, for near-duplicates
+lying inside each other, one with a higher (source priority, area, score) - a human mask wins
+over a sloppier N-cut mask of the same object. The **parts** of an instance are the other
+non-instance proposals contained in it above the threshold; a part may belong to two instances.
+Proposals that are neither are dropped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def find_hierarchies(
     masks: Sequence[npt.NDArray[np.bool_]],
     scores: Sequence[float],
     *,
+    priorities: Sequence[int] | None = None,
     min_instance_area_fraction: float = 0.05,
     containment_threshold: float = 0.8,
 ) -> list[InstanceHierarchy]:
@@ -38,40 +40,43 @@ def find_hierarchies(
 
     Args:
         masks: N proposals, each (H, W) bool in the image frame.
-        scores: N confidence scores (tie-breaks between equally large masks).
+        scores: N confidence scores (tie-breaks between near-duplicates).
+        priorities: N source priorities (e.g. human masks above detector masks above N-cut);
+            between near-duplicates the higher priority is the instance. Default: all equal.
         min_instance_area_fraction: Smallest instance as a fraction of H * W.
         containment_threshold: |a & b| / |a| above which a counts as inside b.
 
     Returns:
         One hierarchy per instance, largest instance first.
     """
-    if len(masks) != len(scores):
-        raise ValueError(f"{len(masks)} masks but {len(scores)} scores")
+    count = len(masks)
+    priorities = list(priorities) if priorities is not None else [0] * count
+    if len(scores) != count or len(priorities) != count:
+        raise ValueError(f"{count} masks but {len(scores)} scores and {len(priorities)} priorities")
     if not masks:
         return []
     inter = pairwise_intersections(masks).astype(np.float64)
     areas = np.diag(inter).copy()
-    contained = inter / np.maximum(areas[:, None], 1.0)  # [i, j]: share of i inside j
+    inside = inter / np.maximum(areas[:, None], 1.0) > containment_threshold  # [i, j]: i in j
+
+    def key(k: int) -> tuple[float, float, float, int]:
+        return (priorities[k], areas[k], scores[k], -k)
+
+    def dominated(i: int) -> bool:
+        # i inside j but not j inside i means j is larger: j is the whole. Mutual containment
+        # means near-duplicates: the one with the higher (priority, area, score) is the instance.
+        return any(
+            j != i and inside[i, j] and (not inside[j, i] or key(j) > key(i)) for j in range(count)
+        )
+
     image_area = float(masks[0].shape[0] * masks[0].shape[1])
-    rank = sorted(range(len(masks)), key=lambda i: (areas[i], scores[i], -i))
-    position = {index: order for order, index in enumerate(rank)}
-    instances = []
-    for i in range(len(masks)):
-        if areas[i] <= min_instance_area_fraction * image_area:
-            continue
-        dominated = any(
-            j != i and contained[i, j] > containment_threshold and position[j] > position[i]
-            for j in range(len(masks))
-        )
-        if not dominated:
-            instances.append(i)
-    instance_set = set(instances)
-    out = []
-    for i in sorted(instances, key=lambda k: -position[k]):
-        parts = tuple(
-            j
-            for j in range(len(masks))
-            if j not in instance_set and contained[j, i] > containment_threshold
-        )
-        out.append(InstanceHierarchy(i, parts))
-    return out
+    instances = [
+        i
+        for i in range(count)
+        if areas[i] > min_instance_area_fraction * image_area and not dominated(i)
+    ]
+    taken = set(instances)
+    return [
+        InstanceHierarchy(i, tuple(j for j in range(count) if j not in taken and inside[j, i]))
+        for i in sorted(instances, key=lambda k: (-areas[k], k))
+    ]

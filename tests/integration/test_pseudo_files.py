@@ -131,9 +131,10 @@ def test_same_name_in_one_run_is_reported(tmp_path: Path, extractor) -> None:
     assert "a.json" in results[1].reason
 
 
-def test_human_masks_enter_as_instances_unrefined(extractor) -> None:
+@pytest.mark.parametrize("use_ncut", [False, True])
+def test_human_masks_enter_as_instances_unrefined(extractor, use_ncut: bool) -> None:
     scene = generate_scene(3)
-    config = PseudoLabelConfig(use_ncut=False)
+    config = PseudoLabelConfig(use_ncut=use_ncut)  # with N-cut: its duplicates lose to them
     proposals = [Proposal(o.mask, 1.0, "human") for o in scene.objects]
     proposals.append(Proposal(scene.objects[0].mask, 0.2, "external"))  # below T_conf: ignored
     masks = pseudo_label_image(scene.image, extractor, config=config, proposals=proposals)

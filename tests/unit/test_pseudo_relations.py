@@ -90,3 +90,12 @@ def test_granularity_formula() -> None:
         granularity_from_areas([])
     with pytest.raises(ValueError, match="non-negative"):
         granularity_from_areas([1, -2])
+
+
+def test_human_mask_wins_over_a_larger_near_duplicate() -> None:
+    sloppy_ncut, human = box(8, 62, 8, 62), box(10, 60, 10, 60)  # IoU 0.86
+    result = find_hierarchies([sloppy_ncut, human], [0.9, 1.0], priorities=[0, 2])
+    assert [(h.instance, h.parts) for h in result] == [(1, (0,))]
+    part = box(10, 40, 10, 40)  # a human part (9 %) inside an N-cut whole stays a part
+    result = find_hierarchies([sloppy_ncut, part], [0.9, 1.0], priorities=[0, 2])
+    assert [(h.instance, h.parts) for h in result] == [(0, (1,))]
