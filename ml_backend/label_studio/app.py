@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 
 from labeling_pipeline.store import Store
+from ml_backend.cvat.dashboard import blueprint as cvat_blueprint
 from ml_backend.errors import error_body
 from ml_backend.label_studio.context import BackendContext
 from ml_backend.label_studio.routes import blueprint
@@ -97,4 +98,5 @@ def create_app(
         return jsonify(body), status
 
     app.register_blueprint(blueprint)
+    app.register_blueprint(cvat_blueprint)  # CVAT's Nuclio-dashboard calls, same model process
     return app

@@ -1,0 +1,104 @@
+"""The small part of Nuclio's dashboard API that CVAT calls, served by the backend itself.
+
+Point Community CVAT at this server (``CVAT_NUCLIO_HOST``/``CVAT_NUCLIO_PORT``, invoke method
+``dashboard``) and it lists and calls one interactor and one detector per granularity preset,
+all served by the backend's one model process, with no Nuclio installed:
+
+- ``GET /api/functions``: ``{name: entry}`` for every function (CVAT iterates the values);
+- ``GET /api/functions/<name>``: one entry;
+- ``POST /api/function_invocations``: run the function named by the ``x-nuclio-function-name``
+  header on the JSON body CVAT would send to a Nuclio function.
+
+Errors are JSON (`ml_backend.errors`). CVAT shows only the status line of a failed call, so
+failures are also logged here with their message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
+
+from ml_backend.cvat.presets import CvatFunction, function_annotations
+from ml_backend.cvat.service import CvatOptions, CvatService
+from ml_backend.errors import BadRequestError, error_body
+from ml_backend.label_studio.context import BackendContext
+
+logger = logging.getLogger(__name__)
+
+blueprint = Blueprint("cvat_dashboard", __name__, url_prefix="/api")
+
+_EXTENSION = "unsamv2.cvat"
+FUNCTION_HEADER = "x-nuclio-function-name"
+_STATE = {"ready": "ready", "loading": "building"}  # runtime state -> Nuclio function state
+
+
+@blueprint.record_once
+def _create_service(state: BlueprintSetupState) -> None:
+    context: BackendContext = state.app.extensions["unsamv2"]
+    settings = context.settings
+    state.app.extensions[_EXTENSION] = CvatService(
+        context.runtime.serving,
+        settings.cvat_presets,
+        CvatOptions(max_image_pixels=settings.max_image_pixels),
+    )
+
+
+def service() -> CvatService:
+    """The CVAT service of the current app."""
+    found: CvatService = current_app.extensions[_EXTENSION]
+    return found
+
+
+def function_entry(function: CvatFunction, state: str) -> dict[str, Any]:
+    """Return a function as Nuclio's dashboard lists it (the fields CVAT reads)."""
+    return {
+        "metadata": {"name": function.name, "annotations": function_annotations(function)},
+        "spec": {"description": function.description},
+        "status": {"state": state},
+    }
+
+
+def _state() -> str:
+    context: BackendContext = current_app.extensions["unsamv2"]
+    return _STATE.get(context.runtime.status()["state"], "error")
+
+
+@blueprint.get("/functions")
+def list_functions() -> Any:
+    """Every function, keyed by name."""
+    state = _state()
+    return jsonify({f.name: function_entry(f, state) for f in service().functions.values()})
+
+
+@blueprint.get("/functions/<name>")
+def get_function(name: str) -> Any:
+    """One function (404 if unknown)."""
+    return jsonify(function_entry(service().function(name), _state()))
+
+
+@blueprint.post("/function_invocations")
+def invoke() -> Any:
+    """Run the function named by the ``x-nuclio-function-name`` header."""
+    name = request.headers.get(FUNCTION_HEADER, "").strip()
+    if not name:
+        raise BadRequestError(f"the {FUNCTION_HEADER} header is missing (the function to run)")
+    function = service().function(name)
+    body = request.get_json(silent=True)
+    return jsonify(service().invoke(function, body))
+
+
+@blueprint.errorhandler(Exception)
+def _log_failure(exc: Exception) -> Any:
+    body, status = error_body(exc)
+    if status < 500:  # 500s are logged with their traceback by error_body
+        logger.warning(
+            "CVAT call %s %s failed (%d): %s",
+            request.method,
+            request.path,
+            status,
+            body.get("error"),
+        )
+    return jsonify(body), status

@@ -1,0 +1,170 @@
+"""Invoke a CVAT function: decode the request, run the model, encode the reply.
+
+`CvatService` is shared by the dashboard-compatible routes and the Nuclio handler. It holds no
+model: `serving` returns the process's current predictor (the `ModelRuntime`'s, so Label Studio
+and CVAT share one model and one embedding cache) at every call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from core_model.predictor import GranularityPredictor
+from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
+from labeling_pipeline.store.repository import NotFoundError
+from ml_backend.cvat import codec
+from ml_backend.cvat.presets import DETECTOR_LABEL, CvatFunction, Preset, catalog
+from ml_backend.errors import BadRequestError
+
+logger = logging.getLogger(__name__)
+
+Serving = Callable[[], tuple[GranularityPredictor, str]]
+
+
+class UnknownFunctionError(NotFoundError):
+    """A function name that this server does not serve."""
+
+
+@dataclass(frozen=True)
+class CvatOptions:
+    """How the functions run.
+
+    Attributes:
+        max_image_pixels: Largest accepted frame (H * W), as in the Label Studio backend.
+        whole_image: Detector settings (grid, thresholds, mask count); a request's
+            ``threshold`` replaces ``pred_iou_thresh``.
+        polygon_tolerance_px: Simplification of detector outline polygons.
+        label: The detectors' label name.
+    """
+
+    max_image_pixels: int = 64_000_000
+    whole_image: WholeImageConfig = field(default_factory=WholeImageConfig)
+    polygon_tolerance_px: float = 1.0
+    label: str = DETECTOR_LABEL
+
+
+class CvatService:
+    """The functions of a list of granularity presets, run on the serving predictor.
+
+    Args:
+        serving: Returns (predictor, model version); raises `ModelUnavailableError` while no
+            model is loaded (`ModelRuntime.serving`).
+        presets: One interactor and one detector per preset.
+        options: Image limit and detector settings.
+    """
+
+    def __init__(
+        self, serving: Serving, presets: Sequence[Preset], options: CvatOptions | None = None
+    ) -> None:
+        self.serving = serving
+        self.functions = catalog(presets)
+        self.options = options or CvatOptions()
+
+    def function(self, name: str) -> CvatFunction:
+        """Return the function called `name`, or raise `UnknownFunctionError` (HTTP 404)."""
+        found = self.functions.get(name)
+        if found is None:
+            raise UnknownFunctionError(
+                f"no function {name!r} here; this server serves {', '.join(self.functions)}"
+            )
+        return found
+
+    def invoke(self, function: CvatFunction, body: object) -> Any:
+        """Run a function on a CVAT request body and return the JSON-ready reply.
+
+        Raises:
+            BadRequestError, InvalidImageError, InvalidPromptError: bad request.
+            ModelUnavailableError: no model loaded yet.
+        """
+        if not isinstance(body, Mapping):
+            raise BadRequestError("the request body must be a JSON object")
+        if function.kind == "interactor":
+            return self.interact(body, granularity=function.granularity)
+        return self.detect(body, granularity=function.granularity)
+
+    def interact(self, body: Mapping[str, Any], *, granularity: float) -> dict[str, Any]:
+        """Answer an interactor request: one mask for the clicks (and box) at `granularity`."""
+        started = time.perf_counter()
+        prompts = codec.decode_prompts(body)  # malformed prompts fail before any model work
+        key, load = codec.decode_image(body, max_pixels=self.options.max_image_pixels)
+        predictor, _ = self.serving()
+        embedding = predictor.embed_keyed(key, load)
+        result = predictor.predict(embedding, prompts, granularity=granularity)
+        reply = codec.interactor_reply(result.masks[0], prompts)
+        logger.info(
+            "cvat interactor g=%.2f: %d click(s)%s -> %d px in %.0f ms",
+            granularity,
+            len(prompts.points),
+            " + box" if prompts.box is not None else "",
+            int(result.masks[0].sum()),
+            (time.perf_counter() - started) * 1000,
+        )
+        return reply
+
+    def detect(self, body: Mapping[str, Any], *, granularity: float) -> list[dict[str, Any]]:
+        """Answer a detector request: automatic masks at `granularity`, best first.
+
+        A ``threshold`` in the request is the minimum confidence (predicted IoU) of a mask.
+        """
+        started = time.perf_counter()
+        threshold = codec.decode_threshold(body)
+        key, load = codec.decode_image(body, max_pixels=self.options.max_image_pixels)
+        predictor, _ = self.serving()
+        shapes = detect_shapes(
+            predictor,
+            predictor.embed_keyed(key, load),
+            granularity=granularity,
+            threshold=threshold,
+            options=self.options,
+        )
+        logger.info(
+            "cvat detector g=%.2f threshold=%s: %d mask(s) in %.0f ms",
+            granularity,
+            threshold,
+            len(shapes),
+            (time.perf_counter() - started) * 1000,
+        )
+        return shapes
+
+
+def segmenter_config(config: WholeImageConfig, threshold: float | None) -> WholeImageConfig:
+    """Return `config` with ``pred_iou_thresh`` set to a caller's confidence threshold."""
+    return config if threshold is None else replace(config, pred_iou_thresh=threshold)
+
+
+def detect_shapes(
+    predictor: GranularityPredictor,
+    image: Any,
+    *,
+    granularity: float,
+    threshold: float | None,
+    options: CvatOptions,
+) -> list[dict[str, Any]]:
+    """Run whole-image segmentation and encode the masks as CVAT detector shapes.
+
+    Args:
+        predictor: The predictor.
+        image: (H, W, 3) uint8 RGB, or its `ImageEmbedding`.
+        granularity: In [0.1, 1.0].
+        threshold: Minimum confidence (predicted IoU), or None for the configured default.
+        options: Segmenter settings, label and polygon tolerance.
+    """
+    config = segmenter_config(options.whole_image, threshold)
+    masks = WholeImageSegmenter(predictor, config).segment(image, granularities=(granularity,))
+    shapes = []
+    for generated in masks:
+        if threshold is not None and generated.score < threshold:
+            continue
+        shape = codec.detector_shape(
+            generated.mask,
+            generated.score,
+            label=options.label,
+            tolerance_px=options.polygon_tolerance_px,
+        )
+        if shape is not None:
+            shapes.append(shape)
+    return shapes
