@@ -1,0 +1,1 @@
+"""Nuclio function for CVAT: `main` (handler) and the ``function*.yaml`` deployment files."""
