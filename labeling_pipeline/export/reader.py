@@ -34,8 +34,8 @@ def ijson_module() -> Any:
     return ijson
 
 
-def load_json_bounded(path: Path, *, max_bytes: int = FALLBACK_MAX_BYTES) -> Any:
-    """Load a whole JSON file, refusing files over `max_bytes`.
+def load_json_bounded(path: Path, *, max_bytes: int | None = None) -> Any:
+    """Load a whole JSON file, refusing files over `max_bytes` (default `FALLBACK_MAX_BYTES`).
 
     Raises:
         ExportError: unreadable, too large, or not JSON.
@@ -44,6 +44,7 @@ def load_json_bounded(path: Path, *, max_bytes: int = FALLBACK_MAX_BYTES) -> Any
         size = path.stat().st_size
     except OSError as exc:
         raise ExportError(f"cannot read {path}: {exc}") from None
+    max_bytes = FALLBACK_MAX_BYTES if max_bytes is None else max_bytes
     if size > max_bytes:
         raise ExportError(
             f"{path} is {size} bytes, more than {max_bytes} to load at once (streaming "
@@ -101,13 +102,18 @@ def top_level_kind(path: Path) -> str:
 
 
 def iter_export_file(path: Path) -> Iterator[Any]:
-    """Yield the tasks of a Label Studio JSON export file (``exportType=JSON``), one by one."""
+    """Return an iterator over the tasks of a Label Studio JSON export file (one by one).
+
+    Raises:
+        ExportError: at once for a missing file or one that is not a list; later, when
+            reached, for invalid JSON.
+    """
     if top_level_kind(Path(path)) != "array":
         raise ExportError(
             f"{path} is not a Label Studio JSON export (a list of tasks); export with "
             "format JSON, not JSON_MIN or COCO"
         )
-    yield from iter_json_items(Path(path), "item")
+    return iter_json_items(Path(path), "item")
 
 
 class ProjectTasks:

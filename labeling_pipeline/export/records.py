@@ -231,7 +231,7 @@ class TaskConverter:
     ) -> tuple[list[ImageRecord], list[SkippedRecord]]:
         """Return the task's image records and the records skipped on the way."""
         task_id = task.get("id") if isinstance(task, Mapping) else None
-        annotations = task.get("annotations", []) if isinstance(task, Mapping) else None
+        annotations = task.get("annotations") if isinstance(task, Mapping) else None
         if not isinstance(task_id, int) or not isinstance(annotations, list):
             return [], [SkippedRecord("bad_task", "not a task of a JSON export (id, annotations)")]
         data = mapping_at(task, "data")
