@@ -3,7 +3,7 @@
 Requests are built the way CVAT's lambda manager builds them (headers, payload keys, base64
 frame), and answers are read back the way CVAT reads them: the listing is parsed with CVAT's
 rules, masks are run-length encoded as CVAT does and decoded with `cvat_sdk.masks.decode_mask`.
-The helpers here are shared with the Nuclio and cvat-sdk tests.
+The helpers here are shared with the Nuclio tests.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import io
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,13 +118,19 @@ def detector_mask(shape: dict[str, Any], height: int, width: int) -> np.ndarray:
 # ----------------------------------------------------------------- the backend
 
 
-@pytest.fixture
-def backend(tmp_path, make_tiny):
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save({"model": official_state_dict(make_tiny())}, checkpoint)
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_model) -> Path:
+    """The shared tiny model as an official-format checkpoint file (read, not modified)."""
+    path = tmp_path_factory.mktemp("cvat-model") / "tiny.pt"
+    torch.save({"model": official_state_dict(tiny_model)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory, checkpoint):
     settings = Settings.from_env(
         {
-            "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
+            "UNSAMV2_DATA_DIR": str(tmp_path_factory.mktemp("cvat-backend")),
             "UNSAMV2_MODEL": "test-tiny",
             "UNSAMV2_CHECKPOINT": str(checkpoint),
             "UNSAMV2_MAX_IMAGE_PIXELS": "20000",
@@ -312,7 +319,7 @@ def test_detector_shapes_decode_to_the_segmenter_masks(client, backend, scene_im
 # ----------------------------------------------------------------- auth, over real HTTP
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(backend) -> Iterator[str]:
     app, _ = backend
     http = make_server("127.0.0.1", 0, app, threaded=True)

@@ -50,26 +50,23 @@ def call(context: StubContext, body: Any) -> tuple[int, Any]:
     return answer.status_code, json.loads(answer.body)
 
 
-@pytest.fixture
-def nuclio_env(tmp_path, make_tiny, monkeypatch) -> Path:
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save({"model": official_state_dict(make_tiny())}, checkpoint)
-    for name, value in {
-        "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
-        "UNSAMV2_MODEL": "test-tiny",
-        "UNSAMV2_CHECKPOINT": str(checkpoint),
-        "UNSAMV2_CVAT_PRESETS": "part:0.5,whole:1.0",
-        "UNSAMV2_MAX_IMAGE_PIXELS": "20000",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("UNSAMV2_DATABASE_URL", raising=False)
-    return checkpoint
-
-
-@pytest.fixture
-def context(nuclio_env) -> StubContext:
-    context = StubContext()
-    main.init_context(context)
+@pytest.fixture(scope="module")
+def context(tiny_model, tmp_path_factory) -> StubContext:
+    """A context after `init_context`, configured as function.yaml would (environment)."""
+    folder = tmp_path_factory.mktemp("nuclio")
+    torch.save({"model": official_state_dict(tiny_model)}, folder / "tiny.pt")
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {
+            "UNSAMV2_DATA_DIR": str(folder / "data"),
+            "UNSAMV2_MODEL": "test-tiny",
+            "UNSAMV2_CHECKPOINT": str(folder / "tiny.pt"),
+            "UNSAMV2_CVAT_PRESETS": "part:0.5,whole:1.0",
+            "UNSAMV2_MAX_IMAGE_PIXELS": "20000",
+        }.items():
+            env.setenv(name, value)
+        env.delenv("UNSAMV2_DATABASE_URL", raising=False)
+        context = StubContext()
+        main.init_context(context)
     service = context.user_data.service
     service.options = CvatOptions(max_image_pixels=20000, whole_image=TEST_DETECTOR)
     return context
