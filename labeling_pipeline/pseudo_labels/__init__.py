@@ -9,8 +9,9 @@ Public API:
 - `generate_pseudo_labels(paths, extractor, out_dir=..., config=...)`: many files (for the CLI).
 - `PseudoLabelConfig` (thresholds), `Proposal` (external masks), `read_proposals(path)`.
 
-Stages live in their own modules: `features`, `color_features`, `dino_features`, `ncut`
-(divide), `relations`, `conquer`, `mask_ops` (NMS), `refine`, `granularity`, `output`.
+Modules: `features` (protocol, factory), `color_features`, `dino_features`, `ncut` (divide),
+`relations`, `conquer`, `mask_ops` (NMS), `refine` (GrabCut), `granularity`, `divide_conquer`
+(one image in memory), `output` (JSON), `pipeline` (files), `proposals`, `visualize`, `config`.
 """
 
 from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig, PseudoLabelConfigError
