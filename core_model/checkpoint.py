@@ -269,6 +269,25 @@ def lora_target_names(model: nn.Module) -> list[str]:
     return names
 
 
+def lora_state_dict(model: nn.Module) -> StateDict:
+    """Return a peft-adapted model's LoRA tensors in the official naming and scaling.
+
+    Keys ``P.lora_A`` (r, in) and ``P.lora_B`` (out, r) for each adapted projection ``P``, with
+    B rescaled so that the official alpha / r = 2 reproduces the adapter (empty without peft).
+    """
+    out: StateDict = {}
+    modules = dict(model.named_modules())
+    for name in lora_target_names(model):
+        module = modules[name]
+        if not hasattr(module, "base_layer"):
+            continue
+        state = {f"{name}.{k}": v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        taken: StateDict = {}
+        _take_peft(module, name, state, taken)
+        out.update({k: v for k, v in taken.items() if _ORIGINAL not in k})
+    return out
+
+
 def official_state_dict(model: nn.Module, *, lora_rank: int = 8, seed: int = 0) -> StateDict:
     """Return the model's tensors in the official release layout (LoRA unmerged).
 

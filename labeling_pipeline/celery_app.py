@@ -33,10 +33,17 @@ def broker_config(settings: PipelineSettings) -> dict[str, Any]:
             if settings.broker_url.startswith(("redis://", "rediss://"))
             else None
         )
+        # Redis: messages of a worker that died come back after the visibility timeout; sweep
+        # for them every few seconds (kombu's default sweep is about every 100 s)
+        sweep_s = min(10.0, max(1.0, settings.visibility_timeout_s / 10))
         return {
             "broker_url": settings.broker_url,
             "result_backend": backend,
-            "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+            "broker_transport_options": {
+                "visibility_timeout": settings.visibility_timeout_s,
+                "unacked_restore_interval": sweep_s,
+                "unacked_restore_throttle": 1,
+            },
         }
     root = settings.broker_dir.resolve()
     folders = {name: root / name for name in ("queue", "processed", "results", "control")}

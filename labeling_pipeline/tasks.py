@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery, Task
 
 from core_model.errors import UnSAMv2Error
-from labeling_pipeline.celery_app import SETTINGS_KEY
+from labeling_pipeline.celery_app import SETTINGS_KEY, TRAIN_TASK
 from labeling_pipeline.fetch import FetchPolicy
 from labeling_pipeline.label_studio import LabelStudioClient, LabelStudioError
 from labeling_pipeline.locks import exclusive_file_lock
@@ -79,7 +79,7 @@ def pseudo_label_project(task: Task, job_id: int, run_id: int) -> dict[str, Any]
 
 def pseudo_label_image(task: Task, job_id: int, run_id: int, image_id: int) -> dict[str, Any]:
     """Pseudo-label one image of a run (skips an image whose JSON is already written)."""
-    from labeling_pipeline.pseudo_labels.pipeline import run_for_image
+    from labeling_pipeline.pseudo_labels import pseudo_label_image_file
 
     settings, store = _context(task)
     with store.session() as session:
@@ -93,7 +93,14 @@ def pseudo_label_image(task: Task, job_id: int, run_id: int, image_id: int) -> d
     try:
         with exclusive_file_lock(out_dir / f".{image_id}.lock"):
             extractor = get_feature_extractor(features, settings.device)
-            outcome = run_for_image(image_path, out_dir, extractor=extractor, config=config)
+            outcome = pseudo_label_image_file(
+                image_path,
+                out_dir,
+                extractor=extractor,
+                config=config,
+                json_name=f"{image_id}.json",
+                image_id=image_id,
+            )
         status, error = ("done", "") if outcome.ok else ("failed", outcome.reason)
         json_path, count = (
             (str(outcome.json_path) if outcome.json_path else None),
@@ -183,6 +190,19 @@ def check_retraining(task: Task) -> dict[str, Any]:
     return summary
 
 
+def train(task: Task, job_id: int) -> dict[str, Any]:
+    """Train and publish a model version for the job's project (the ``training`` queue)."""
+    from labeling_pipeline.training.project import train_project
+
+    settings, store = _context(task)
+    try:
+        return train_project(settings, store, job_id)
+    except UnSAMv2Error as exc:
+        with store.session() as session:
+            fail_job(session, job_id, str(exc))
+        return {"error": str(exc)}
+
+
 def register(app: Celery) -> None:
     """Register the tasks on an app (explicitly; nothing is registered at import time)."""
     for name, function in (
@@ -190,5 +210,6 @@ def register(app: Celery) -> None:
         ("unsamv2.pseudo_label_image", pseudo_label_image),
         ("unsamv2.sync_project", sync_label_studio),
         ("unsamv2.check_retraining", check_retraining),
+        (TRAIN_TASK, train),
     ):
         app.task(name=name, **TASK_OPTIONS)(function)

@@ -69,6 +69,7 @@ def build_pseudo_label_json(
                 "is_part": m.is_part,
                 "granularity": round(float(m.granularity), 6),
                 "instance_id": int(m.instance_id),
+                "source": m.source,
             }
         )
     return {

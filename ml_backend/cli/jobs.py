@@ -31,6 +31,10 @@ def add_parser(subparsers: Any) -> None:
     pseudo.add_argument("--project", required=True, help="project id, ls:<id> or name")
     pseudo.add_argument("--features", help="feature extractor spec (default UNSAMV2_FEATURES)")
     pseudo.set_defaults(run=run_submit_pseudo_label)
+    train = kinds.add_parser("train", help="fine-tune on a training worker, then publish")
+    train.add_argument("--project", required=True, help="project id, ls:<id> or name")
+    train.add_argument("--steps", type=int, help="optimiser steps (default 2000)")
+    train.set_defaults(run=run_submit_train)
     sync = kinds.add_parser("sync", help="pull a Label Studio project's images and annotations")
     sync.add_argument("--ls-project", type=int, required=True, help="Label Studio project id")
     sync.set_defaults(run=run_submit_sync)
@@ -114,7 +118,15 @@ def _submit(kind: str, **kwargs: Any) -> int:
 
         with store.session() as session:
             project_id = find_project(session, kwargs["project"]).id
-        job_id = jobs.submit_pseudo_label_run(app, store, project_id, features=kwargs["features"])
+        if kind == "train":
+            config = {"steps": kwargs["steps"]} if kwargs["steps"] else {}
+            job_id = jobs.submit_training(
+                app, store, project_id, reason="unsamv2 jobs submit", config=config
+            )
+        else:
+            job_id = jobs.submit_pseudo_label_run(
+                app, store, project_id, features=kwargs["features"]
+            )
     print(f"queued job {job_id} (follow it with `unsamv2 jobs show {job_id}`)")
     return 0
 
@@ -122,6 +134,11 @@ def _submit(kind: str, **kwargs: Any) -> int:
 def run_submit_pseudo_label(args: argparse.Namespace) -> int:
     """Queue a pseudo-label run."""
     return _submit("pseudo-label", project=args.project, features=args.features)
+
+
+def run_submit_train(args: argparse.Namespace) -> int:
+    """Queue a training run."""
+    return _submit("train", project=args.project, steps=args.steps)
 
 
 def run_submit_sync(args: argparse.Namespace) -> int:

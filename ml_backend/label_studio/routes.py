@@ -42,14 +42,32 @@ def predict() -> Any:
     return jsonify(predict_service.predict(backend(), _json_body()))
 
 
+def _webhook_authorized() -> bool:
+    """The secret header (project webhooks) or basic auth (START_TRAINING from the ML API)."""
+    settings = backend().settings
+    if settings.webhook_secret is None:
+        return True
+    given = request.headers.get("X-UnSAMv2-Secret") or request.args.get("secret") or ""
+    if hmac.compare_digest(given.encode(), settings.webhook_secret.encode()):
+        return True
+    auth = request.authorization
+    return (
+        settings.basic_auth is not None
+        and auth is not None
+        and hmac.compare_digest((auth.username or "").encode(), settings.basic_auth[0].encode())
+        and hmac.compare_digest((auth.password or "").encode(), settings.basic_auth[1].encode())
+    )
+
+
 @blueprint.post("/webhook")
 def webhook() -> Any:
-    """Label Studio events; authenticated by the webhook secret when one is configured."""
-    secret = backend().settings.webhook_secret
-    if secret is not None:
-        given = request.headers.get("X-UnSAMv2-Secret") or request.args.get("secret") or ""
-        if not hmac.compare_digest(given.encode(), secret.encode()):
-            return jsonify({"error": "missing or wrong webhook secret", "status": 401}), 401
+    """Label Studio events, authenticated by the webhook secret or the backend's basic auth."""
+    if not _webhook_authorized():
+        message = (
+            "missing or wrong webhook secret (Label Studio's Start training call carries "
+            "the backend's basic auth instead: configure basic auth for it)"
+        )
+        return jsonify({"error": message, "status": 401}), 401
     return jsonify(handle_event(backend(), _json_body())), 200
 
 

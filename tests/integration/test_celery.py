@@ -45,7 +45,8 @@ def test_task_round_trip_through_a_worker(broker_env, start_service) -> None:
     app = create_celery_app(settings)
     result = app.send_task("unsamv2.check_retraining").get(timeout=60)
     assert result["due"] == [project_id]
-    assert result["training_installed"] is False
+    assert result["training_installed"] is True  # and a training job was queued for it
+    assert len(result["queued_jobs"]) == 1
     assert "3 new accepted masks" in result["decisions"][0]["reason"]
     with store.session() as s:
         jobs = list_jobs(s, kind="retrain_check")

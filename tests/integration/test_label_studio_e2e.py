@@ -1,0 +1,208 @@
+"""End to end against a real Label Studio 1.23 (its own virtual environment, 127.0.0.1).
+
+Label Studio's executable comes from UNSAMV2_TEST_LABEL_STUDIO (CI installs it in a separate
+virtual environment). The backend runs as `unsamv2 serve` with a tiny random model from a real
+checkpoint file, plus a worker. Steps: project with the shipped config, image upload, connect
+the backend (`unsamv2 ls-connect`), an interactive click with a per-region granularity, submit
+the annotation (webhook -> store), Start training (-> job), publish a model version (-> /setup).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import requests
+import torch
+from label_studio_sdk.converter.brush import decode_rle
+from PIL import Image
+
+from core_model.checkpoint import official_state_dict, save_finetuned_checkpoint
+from labeling_pipeline.model_registry import ModelRegistry
+from labeling_pipeline.store import Store
+from labeling_pipeline.store.models import HumanMask, Job
+from ml_backend.label_studio.label_config import shipped_config
+from ml_backend.settings import Settings
+
+from helpers import ServiceProcess, free_port, wait_for
+
+AUTH = ("labelstudio", "e2e-pass")  # Label Studio sends it; Start training relies on it
+
+
+def test_label_studio_round_trip(label_studio, tmp_path, make_tiny, scene_image) -> None:
+    ls_url, token = label_studio["url"], label_studio["token"]
+    api = requests.Session()
+    api.headers["Authorization"] = f"Token {token}"
+
+    def call(method: str, path: str, **kwargs):
+        answer = api.request(method, f"{ls_url}{path}", timeout=120, **kwargs)
+        assert answer.status_code < 400, (
+            f"{method} {path}: {answer.status_code} {answer.text[:500]}"
+        )
+        return answer.json() if answer.content else None
+
+    # the backend (tiny random model from a real checkpoint file) and a worker
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save({"model": official_state_dict(make_tiny())}, checkpoint)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNSAMV2_", "LABEL_STUDIO"))}
+    env.update(
+        {
+            "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
+            "UNSAMV2_MODEL": "test-tiny",
+            "UNSAMV2_CHECKPOINT": str(checkpoint),
+            "UNSAMV2_PORT": str(port),
+            "UNSAMV2_WEBHOOK_SECRET": "e2e-secret",
+            "UNSAMV2_BASIC_AUTH_USER": AUTH[0],
+            "UNSAMV2_BASIC_AUTH_PASS": AUTH[1],
+            "UNSAMV2_MODEL_POLL_S": "0.5",
+            "LABEL_STUDIO_URL": ls_url,
+            "LABEL_STUDIO_API_KEY": token,
+            "UNSAMV2_TORCH_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    backend_url = f"http://127.0.0.1:{port}"
+    services = [
+        ServiceProcess(["serve"], env, tmp_path / "serve.log"),
+        ServiceProcess(["worker"], env, tmp_path / "worker.log"),
+    ]
+    try:
+        wait_for(lambda: _state(backend_url) == "ready", 90, "the backend's model", interval=0.3)
+        _run_round_trip(call, env, backend_url, scene_image, Settings.from_env(env))
+    finally:
+        for service in services:
+            service.stop()
+
+
+def _state(url: str) -> str | None:
+    try:
+        return requests.get(f"{url}/health", auth=AUTH, timeout=2).json()["model"]["state"]
+    except (requests.RequestException, ValueError, KeyError):
+        return None
+
+
+def _run_round_trip(call, env, backend_url, scene_image, settings) -> None:
+    project = call(
+        "POST", "/api/projects", json={"title": "unsamv2-e2e", "label_config": shipped_config()}
+    )
+    png = io.BytesIO()
+    Image.fromarray(scene_image).save(png, format="PNG")
+    imported = call(
+        "POST",
+        f"/api/projects/{project['id']}/import?return_task_ids=true",
+        files={"file": ("scene.png", png.getvalue(), "image/png")},
+    )
+    task_id = imported["task_ids"][0]
+
+    connect = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ml_backend.cli",
+            "ls-connect",
+            "--ls-project",
+            str(project["id"]),
+            "--backend-url",
+            backend_url,
+            "--extra-params",
+            '{"default_granularity": 0.4}',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert connect.returncode == 0, connect.stderr
+    assert "sends the secret header" in connect.stdout
+    ml = call("GET", f"/api/ml?project={project['id']}")[0]
+    assert ml["state"] == "CO"
+
+    keypoint = {
+        "id": "kp1",
+        "type": "keypointlabels",
+        "from_name": "click",
+        "to_name": "image",
+        "origin": "manual",
+        "original_width": 128,
+        "original_height": 96,
+        "image_rotation": 0,
+        "is_positive": True,
+        "value": {
+            "x": 46.9,
+            "y": 46.9,
+            "width": 0.5,
+            "keypointlabels": ["Car @0.5"],
+            "labels": ["Car @0.5"],
+        },
+    }
+    number = {
+        "id": "kp1",
+        "type": "number",
+        "from_name": "granularity",
+        "to_name": "image",
+        "value": {"number": 0.3},
+    }
+    answer = call(
+        "POST",
+        f"/api/ml/{ml['id']}/interactive-annotating",
+        json={"task": task_id, "context": {"result": [keypoint, number]}},
+    )
+    assert "errors" not in answer, answer
+    result = answer["data"]["result"][0]
+    mask = decode_rle(result["value"]["rle"]).reshape(96, 128, 4)[:, :, 3]
+    assert mask.shape == scene_image.shape[:2] and set(np.unique(mask)) <= {0, 255}
+    assert result["value"]["brushlabels"] == ["Car"]
+
+    # the annotator accepts and submits: Label Studio's webhook stores the mask
+    call("POST", f"/api/tasks/{task_id}/annotations", json={"result": [result]})
+    store = Store(settings.pipeline.resolved_database_url)
+
+    def stored_masks() -> list[tuple[str, float | None]]:
+        with store.session() as s:
+            return [(m.label, m.granularity) for m in s.query(HumanMask).all()]
+
+    assert wait_for(stored_masks, 30, "the webhook to store the mask") == [("Car", 0.3)]
+
+    # Start training -> a queued training job
+    call("POST", f"/api/ml/{ml['id']}/train", json={})
+
+    def train_jobs() -> int:
+        with store.session() as s:
+            return s.query(Job).filter(Job.kind == "train").count()
+
+    assert wait_for(train_jobs, 30, "a training job") == 1
+
+    # a newly published version reaches /setup, and Label Studio records it
+    registry = ModelRegistry(store, settings.pipeline.models_dir)
+    with registry.staging() as staging:
+        save_finetuned_checkpoint(
+            staging / "model.pt",
+            base_checkpoint=settings.pipeline.checkpoint,
+            granularity_state={
+                k: v
+                for k, v in torch.load(settings.pipeline.checkpoint, weights_only=True)[
+                    "model"
+                ].items()
+                if k.startswith(
+                    (
+                        "sam_prompt_encoder.granularity",
+                        "sam_prompt_encoder.fourier",
+                        "sam_mask_decoder.gra_",
+                    )
+                )
+            },
+        )
+        version = registry.publish(staging, model="test-tiny", metadata={"e2e": True})
+
+    def setup_version() -> bool:
+        body = requests.post(
+            f"{backend_url}/setup", json={"project": f"{project['id']}.1"}, auth=AUTH, timeout=5
+        ).json()
+        return body["model_version"] == version.name
+
+    wait_for(setup_version, 60, "the backend to serve the new version", interval=0.5)
+    assert call("GET", f"/api/ml/{ml['id']}")["model_version"] == version.name
