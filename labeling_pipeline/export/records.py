@@ -238,9 +238,10 @@ class TaskConverter:
         url = data.get(self.image_key)
         if not isinstance(url, str):
             url = next((v for v in data.values() if isinstance(v, str)), "")
-        known = granularities(task_id) if granularities is not None else {}
+        selected = select_annotations(annotations, self.annotations)
+        known = granularities(task_id) if granularities is not None and selected else {}
         images, skipped = [], []
-        for annotation in select_annotations(annotations, self.annotations):
+        for annotation in selected:
             image_id = task_id if self.annotations == "best" else annotation["id"]
             record, problems = self._annotation(task_id, image_id, url, annotation, known)
             skipped += problems

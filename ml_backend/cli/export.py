@@ -102,10 +102,12 @@ def _client(settings: Any) -> Any:
 
 def _categories(xml: str) -> tuple[tuple[str, ...], str]:
     """Return (BrushLabels labels in config order, task data key of the image)."""
-    from ml_backend.label_studio.config import parse_label_config
+    from ml_backend.label_studio.config import LabelConfigError, parse_label_config
 
     config = parse_label_config(xml)
     labels = dict.fromkeys(label for brush in config.brushes for label in brush.labels)
+    if not labels:
+        raise LabelConfigError("the labeling config has no <BrushLabels> with labels")
     return tuple(labels), config.first_image()[1]
 
 
