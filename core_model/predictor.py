@@ -202,7 +202,7 @@ class GranularityPredictor:
         args = (embedding.image_embed, embedding.high_res_features, point_coords, point_labels)
         with self._inference():
             if self.model.info.granularity_mode == "sam2-multimask":
-                out = self.model.decode_multimask(*args, mask_input=mask_input)
+                out = self.model.decode_sam2(*args, mask_input=mask_input)
                 return _pick_by_area_rank(out, granularities)
             g = torch.tensor(granularities, dtype=torch.float32, device=self.device)[:, None]
             out = self.model.decode_granularity(
@@ -258,29 +258,34 @@ class GranularityPredictor:
         values = as_granularity_tuple(list(granularities))
         return self._predict(embedding, prompts, values, multimask_output, mask_input, refine)
 
-    def predict_sam2_multimask(
+    def predict_sam2(
         self,
         embedding: ImageEmbedding,
         prompts: Prompts,
         *,
+        multimask_output: bool = True,
         mask_input: npt.ArrayLike | None = None,
     ) -> MaskPrediction:
-        """SAM-2's three multimask outputs, without any granularity token (the baseline).
+        """Stock SAM-2 prediction, without any granularity token (the paper's baseline).
 
-        Returns masks (3, H, W), scores (3,), low_res_logits (3, S/4, S/4); `granularities` and
-        `mode` say "sam2-multimask". Independent of the model's granularity modules.
+        With `multimask_output`, SAM-2's three masks: masks (3, H, W), scores (3,),
+        low_res_logits (3, S/4, S/4); without, the single-mask output (token 0, or the most
+        confident multimask output when token 0 is unstable, as SAM-2's predictor does):
+        (1, H, W), (1,), (1, S/4, S/4). `granularities` is empty and `mode` is
+        "sam2-multimask". Independent of the model's granularity modules.
         """
         self._check_embedding(embedding)
         height, width = embedding.original_hw
         prompts.check_inside(height, width)
         coords, labels = self._prompt_tensors(prompts, embedding.original_hw)
         with self._inference():
-            out = self.model.decode_multimask(
+            out = self.model.decode_sam2(
                 embedding.image_embed,
                 embedding.high_res_features,
                 coords,
                 labels,
                 mask_input=self._mask_input(mask_input, 1),
+                multimask_output=multimask_output,
             )
         logits = out.low_res_logits[0].float()
         return MaskPrediction(

@@ -3,7 +3,7 @@
 The class keeps every SAM-2 module, name and state-dict key (official checkpoints load
 strictly) and replaces only the prompt encoder and mask decoder by their granularity-aware
 subclasses. It adds three plain entry points used by the predictor and by training:
-`encode_image`, `decode_granularity` and `decode_multimask` (stock SAM-2 fallback).
+`encode_image`, `decode_granularity` and `decode_sam2` (stock SAM-2: fallback and baseline).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ class UnSAMv2Model(SAM2Base):  # type: ignore[misc]
         )
         return DecoderOutput(low_res_logits=logits, iou=iou)
 
-    def decode_multimask(
+    def decode_sam2(
         self,
         image_embed: torch.Tensor,
         high_res_features: tuple[torch.Tensor, ...],
@@ -202,11 +202,14 @@ class UnSAMv2Model(SAM2Base):  # type: ignore[misc]
         point_labels: torch.Tensor,
         *,
         mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
     ) -> DecoderOutput:
-        """Decode SAM-2's three multimask outputs (no granularity tokens at all).
+        """Decode with stock SAM-2 tokens only (no granularity token in the prompt or output).
 
-        Arguments as in `decode_granularity`, without granularity. Returns logits
-        (B, 3, S/4, S/4) and IoU (B, 3).
+        Arguments as in `decode_granularity`, without granularity. With `multimask_output`,
+        SAM-2's three masks: logits (B, 3, S/4, S/4) and IoU (B, 3). Without, mask token 0:
+        (B, 1, ...) and (B, 1); at inference (eval mode) SAM-2 then swaps in the best multimask
+        output when token 0 is unstable, if the config enables it (SAM-2.1 configs do).
         """
         sparse, dense = self._prompt_batch(point_coords, point_labels, None, mask_input)
         batch = sparse.shape[0]
@@ -217,7 +220,7 @@ class UnSAMv2Model(SAM2Base):  # type: ignore[misc]
             image_pe=self.sam_prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-            multimask_output=True,
+            multimask_output=multimask_output,
             repeat_image=False,
             high_res_features=[
                 from_subpixel(high_res_features[0], 2),

@@ -17,7 +17,7 @@ Protocol (SimpleClick / GraCo, adapted to UnSAMv2; see `clicker` and `metrics`):
     are decoded in one batched call (`predict_many`) and the mask with the best IoU against the
     ground truth becomes the prediction (ties: the first, i.e. smaller g).
   - "sam2-best-of-3": SAM-2 baseline, per click the best-IoU mask of the three multimask outputs.
-  - "sam2-single": SAM-2 baseline, per click SAM-2's single-mask output (see `baselines`).
+  - "sam2-single": SAM-2 baseline, per click SAM-2's single-mask output (`predict_sam2`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from labeling_pipeline.evaluation.baselines import sam2_single_mask
 from labeling_pipeline.evaluation.clicker import Click, Clicker, clicks_to_prompts
 from labeling_pipeline.evaluation.metrics import (
     DEFAULT_IOU_THRESHOLDS,
@@ -230,10 +229,12 @@ def _make_step(
             best = _best_by_iou(sample, out.masks)
             return out.masks[best], out.low_res_logits[best], out.granularities[best]
         if method == "sam2-best-of-3":
-            out = predictor.predict_sam2_multimask(embedding, prompts, mask_input=mask_input)
+            out = predictor.predict_sam2(embedding, prompts, mask_input=mask_input)
             best = _best_by_iou(sample, out.masks)
             return out.masks[best], out.low_res_logits[best], None
-        out = sam2_single_mask(predictor, embedding, prompts, mask_input=mask_input)
+        out = predictor.predict_sam2(
+            embedding, prompts, multimask_output=False, mask_input=mask_input
+        )
         return out.masks[0], out.low_res_logits[0], None
 
     return step

@@ -122,7 +122,15 @@ class Trainer:
             return self.model.decode_granularity(
                 embed, high_res, coords, labels, granularity, mask_input=mask_input
             )
-        return self.model.decode_multimask(embed, high_res, coords, labels, mask_input=mask_input)
+        # SAM-2 training: three masks for the ambiguous first click, token 0 once clicks add up
+        return self.model.decode_sam2(
+            embed,
+            high_res,
+            coords,
+            labels,
+            mask_input=mask_input,
+            multimask_output=coords.shape[1] == 1,
+        )
 
     def _round_loss(
         self, out: Any, target: torch.Tensor

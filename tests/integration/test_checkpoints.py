@@ -147,9 +147,7 @@ def test_plain_sam2_checkpoint_falls_back_to_multimask(sam2_checkpoint: Path, sc
     areas = result.masks.reshape(3, -1).sum(1)
     assert areas[0] <= areas[1] <= areas[2]
     coords, labels = predictor._prompt_tensors(PROMPTS, embedding.original_hw)
-    stock = model.decode_multimask(
-        embedding.image_embed, embedding.high_res_features, coords, labels
-    )
+    stock = model.decode_sam2(embedding.image_embed, embedding.high_res_features, coords, labels)
     stock_logits = stock.low_res_logits[0].clamp(-32, 32).numpy()
     for row in result.low_res_logits:  # each answer is one of SAM-2's three masks
         assert min(np.abs(row - candidate).max() for candidate in stock_logits) < 1e-5

@@ -17,7 +17,6 @@ from labeling_pipeline.evaluation import (
     evaluate_interactive,
     run_ar_evaluation,
 )
-from labeling_pipeline.evaluation.baselines import sam2_single_mask
 
 
 @pytest.fixture
@@ -80,8 +79,8 @@ def test_sam2_single_mask_falls_back_to_the_best_scored_multimask(make_tiny, sce
     prompts = Prompts.from_arrays([[60.5, 45.5], [10.5, 10.5]], [1, 0])
     # a stability threshold above 1 makes SAM-2 always take its best-scored multimask output
     model.sam_mask_decoder.dynamic_multimask_stability_thresh = 2.0
-    single = sam2_single_mask(predictor, embedding, prompts)
-    multi = predictor.predict_sam2_multimask(embedding, prompts)
+    single = predictor.predict_sam2(embedding, prompts, multimask_output=False)
+    multi = predictor.predict_sam2(embedding, prompts)
     best = int(np.argmax(multi.scores))
     assert single.masks.shape == (1, *scene_image.shape[:2])
     np.testing.assert_array_equal(single.masks[0], multi.masks[best])

@@ -182,7 +182,9 @@ def test_multimask_rank_bands() -> None:
 
 def test_sam2_multimask_baseline_gives_three_masks(predictor, scene_image) -> None:
     embedding = predictor.embed(scene_image)
-    result = predictor.predict_sam2_multimask(embedding, CLICK)
+    result = predictor.predict_sam2(embedding, CLICK)
     assert result.masks.shape == (3, 96, 128) and result.scores.shape == (3,)
     assert result.mode == "sam2-multimask" and result.granularities == ()
     assert not np.allclose(result.low_res_logits[0], result.low_res_logits[1])
+    single = predictor.predict_sam2(embedding, CLICK, multimask_output=False)
+    assert single.masks.shape == (1, 96, 128) and single.scores.shape == (1,)

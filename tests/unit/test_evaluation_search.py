@@ -77,7 +77,7 @@ class ScriptedPredictor:
         masks = [self._mask(g, len(prompts.points)) for g in values]
         return self._prediction(masks, values)
 
-    def predict_sam2_multimask(self, embedding, prompts: Prompts, *, mask_input=None):
+    def predict_sam2(self, embedding, prompts: Prompts, *, multimask_output=True, mask_input=None):
         self.calls.append(("sam2", len(prompts.points), ()))
         return self._prediction(list(self.multimask), ())
 
