@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ml_backend.cli import bench_pseudo_label
+from ml_backend.cli import bench_pseudo_label, bench_synthetic, bench_train
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.set_defaults(run=run_click)
     bench_pseudo_label.add_parser(benches)
+    bench_train.add_parser(benches)
+    bench_synthetic.add_parser(benches)
 
 
 def synthetic_image(width: int, height: int, seed: int = 0) -> npt.NDArray[np.uint8]:

@@ -1,0 +1,109 @@
+"""Training and synthetic benchmarks run end to end (tiny sizes; figures are not checked)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from labeling_pipeline.evaluation.synthetic_benchmark import (
+    SyntheticBenchmarkConfig,
+    heldout_samples,
+    monotonic_share,
+    nested_points,
+    run_synthetic_benchmark,
+)
+from labeling_pipeline.synthetic import SceneConfig, generate_scenes
+from ml_backend.cli import main
+
+
+def test_bench_train_reports_both_rates(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "train.json"
+    assert (
+        main(
+            [
+                "bench",
+                "train",
+                "--config",
+                "test-tiny",
+                "--size",
+                "128x96",
+                "--images",
+                "1",
+                "--masks",
+                "2",
+                "--steps",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["cached_steps_per_s"] > 0 and result["reencode_steps_per_s"] > 0
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_synthetic_benchmark_pipeline(tmp_path: Path) -> None:
+    config = SyntheticBenchmarkConfig(
+        train_scenes=2,
+        test_scenes=1,
+        steps=2,
+        max_clicks=2,
+        granularities=(0.2, 1.0),
+        scene=SceneConfig(height=96, width=128, min_objects=1, max_objects=1, clutter_count=4),
+    )
+    report = run_synthetic_benchmark(tmp_path, config)
+    models = [row["model"] for row in report["rows"]]
+    assert len(models) == 4 and models[-1] == "trained with granularity (search)"
+    for row in report["rows"]:
+        assert 0.0 <= row["one_click_iou"] <= 1.0 and 1 <= row["noc90"] <= 2
+    assert "| model |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "run-granularity" / "loss_curve.png").is_file()
+    assert (tmp_path / "run-sam2" / "metrics.json").is_file()
+
+
+def test_nested_points_lie_inside_parts_and_wholes() -> None:
+    scenes = list(generate_scenes(2, seed=5, config=SceneConfig(height=96, width=128)))
+    points = nested_points(scenes)
+    assert len(points) == sum(len(o.parts) for s in scenes for o in s.objects)
+    samples = heldout_samples(scenes)
+    assert len(samples) == sum(len(s.regions) for s in scenes)
+    for image, x, y in points:
+        inside = [s for s in samples if s.image is image and s.gt[int(y), int(x)]]
+        assert len(inside) == 2  # its part and its whole
+
+
+class _GrowingPredictor:
+    """Masks whose area grows (or not) with granularity, for the monotonicity count."""
+
+    def __init__(self, grow: bool) -> None:
+        self.grow = grow
+
+    def embed(self, image):
+        return image
+
+    def predict_many(self, embedding, prompts, granularities):
+        import numpy as np
+
+        from core_model.types import MaskPrediction
+
+        masks = np.zeros((len(granularities), 10, 10), bool)
+        for i, g in enumerate(granularities):
+            side = int(g * 10) if self.grow else 10 - int(g * 9)
+            masks[i, :side, :side] = True
+        return MaskPrediction(
+            masks,
+            np.zeros(len(granularities), np.float32),
+            np.zeros((len(granularities), 4, 4), np.float32),
+            tuple(granularities),
+            "granularity",
+            "v",
+        )
+
+
+def test_monotonic_share_counts_growing_masks() -> None:
+    points = [(None, 1.0, 1.0)] * 3
+    grid = (0.1, 0.5, 1.0)
+    assert monotonic_share(_GrowingPredictor(True), points, granularities=grid, tolerance=0) == 1
+    assert monotonic_share(_GrowingPredictor(False), points, granularities=grid, tolerance=0) == 0
