@@ -1,12 +1,16 @@
 """The synthetic part/whole benchmark, end to end on CPU.
 
 Generated scenes (objects made of distinct parts, with known hierarchies) -> pseudo-labels with
-the weight-free extractor -> a tiny model trained from scratch (encoder included) twice from the
-same initialisation: once with the granularity input, once SAM-2 style (three masks, no
-granularity) -> evaluation on held-out scenes against their true wholes and parts: NoC90 and
+the weight-free extractor -> a tiny model trained from scratch twice from the same random
+initialisation: once with the granularity input, once SAM-2 style (three masks, no granularity)
+-> evaluation on held-out scenes against their true wholes and parts: NoC90 and
 1-IoU for the untrained model, the SAM-2-style model (single mask, and best of three) and the
 granularity model (per-instance granularity search), plus the share of nested click points
 (inside a part, hence inside its whole) whose mask area grows with granularity.
+
+The prompt encoder and mask decoder are trained; the image encoder keeps its random
+initialisation (its features are cached). Training the encoder too from scratch on a few dozen
+images collapsed to blob-shaped masks in our trials (`trainable="all"` remains available).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class SyntheticBenchmarkConfig:
         train: Training settings shared by both trained models (see `TrainConfig`).
         max_clicks: Click budget of the interactive protocol.
         granularities: Grid of the per-instance granularity search.
-        area_tolerance: Relative area decrease still counted as "not shrinking".
+        area_tolerance: Relative area decrease still counted as "not shrinking" (5 %).
         seed: Seed of scenes, initialisation and training.
     """
 
@@ -54,7 +58,7 @@ class SyntheticBenchmarkConfig:
     steps: int = 1500
     train: dict[str, Any] = field(
         default_factory=lambda: {
-            "trainable": "all",
+            "trainable": "decoder",
             "lora": None,
             "lr": 1e-3,
             "min_lr": 1e-4,
@@ -62,14 +66,14 @@ class SyntheticBenchmarkConfig:
             "max_masks_per_image": 8,
             "correction_clicks": 1,
             "loss_at_image_size": False,
-            "cache_embeddings": False,
+            "cache_embeddings": True,
             "checkpoint_every": 500,
             "weight_decay": 1e-4,
         }
     )
     max_clicks: int = 20
     granularities: tuple[float, ...] = SWEEP
-    area_tolerance: float = 0.02
+    area_tolerance: float = 0.05
     seed: int = 0
 
 
@@ -104,25 +108,37 @@ def nested_points(
     return points
 
 
-def monotonic_share(
+def area_growth(
     predictor: Any,
     points: Sequence[tuple[Any, float, float]],
     *,
     granularities: Sequence[float],
     tolerance: float,
-) -> float:
-    """Share of click points whose mask area never shrinks (beyond `tolerance`) as g grows."""
+) -> dict[str, float]:
+    """How mask area follows granularity at click points, over a sweep of granularities.
+
+    Returns shares of points where: "grows" - the area at the largest granularity exceeds the
+    area at the smallest and area and granularity are positively rank-correlated; "coarse" - the
+    area never shrinks (beyond `tolerance`) over the smallest, middle and largest granularity;
+    "monotone" - it never shrinks over the whole sweep.
+    """
+    from scipy.stats import spearmanr
+
     from core_model.types import Prompts
 
-    good = 0
+    counts = {"grows": 0, "coarse": 0, "monotone": 0}
+    coarse = [0, len(granularities) // 2, len(granularities) - 1]
     for image, x, y in points:
         result = predictor.predict_many(
             predictor.embed(image), Prompts.from_arrays([[x, y]], [1]), list(granularities)
         )
         areas = result.masks.reshape(len(granularities), -1).sum(1).astype(float)
-        shrink = np.diff(areas) < -tolerance * np.maximum(areas[:-1], 1.0)
-        good += int(not shrink.any() and areas[-1] > areas[0])
-    return good / max(len(points), 1)
+        rho = spearmanr(granularities, areas).statistic if np.ptp(areas) > 0 else 0.0
+        counts["grows"] += int(areas[-1] > areas[0] and rho > 0)
+        for name, series in (("coarse", areas[coarse]), ("monotone", areas)):
+            shrink = np.diff(series) < -tolerance * np.maximum(series[:-1], 1.0)
+            counts[name] += int(not shrink.any() and series[-1] > series[0])
+    return {name: count / max(len(points), 1) for name, count in counts.items()}
 
 
 def _write_training_data(
@@ -213,8 +229,8 @@ def run_synthetic_benchmark(
     points = nested_points(held_out)
     rows = []
     for (name, predictor, method), result in zip(runs, results, strict=True):
-        share = (
-            monotonic_share(
+        growth = (
+            area_growth(
                 predictor, points, granularities=cfg.granularities, tolerance=cfg.area_tolerance
             )
             if method == "granularity"
@@ -227,7 +243,7 @@ def run_synthetic_benchmark(
                 "noc90": result.summary.noc["NoC90"],
                 "noc80": result.summary.noc["NoC80"],
                 "one_click_iou": result.summary.one_click_iou,
-                "area_grows_with_granularity": share,
+                "area_vs_granularity": growth,
             }
         )
     report = {
@@ -251,15 +267,26 @@ def _write_report(out_dir: Path, report: dict[str, Any]) -> None:
         f"{report['nested_points']} nested click points; "
         f"{report['config']['steps']} training steps per model, {report['seconds']} s.",
         "",
-        "| model | NoC80 | NoC90 | 1-IoU | area grows with g |",
-        "|---|---|---|---|---|",
+        "| model | NoC80 | NoC90 | 1-IoU | area grows | coarse monotone | monotone |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
-        share = row["area_grows_with_granularity"]
+        growth = row["area_vs_granularity"] or {}
+        shares = [
+            f"{growth[key]:.1%}" if key in growth else "" for key in ("grows", "coarse", "monotone")
+        ]
         lines.append(
             f"| {row['model']} | {row['noc80']:.2f} | {row['noc90']:.2f} | "
-            f"{row['one_click_iou']:.3f} | {'' if share is None else f'{share:.1%}'} |"
+            f"{row['one_click_iou']:.3f} | {' | '.join(shares)} |"
         )
+    lines += [
+        "",
+        "Area columns: shares of nested click points where the mask area at the largest "
+        "granularity exceeds the smallest and is positively rank-correlated with it (grows); "
+        "never shrinks over the smallest, middle and largest granularity (coarse monotone); "
+        f"never shrinks over the whole sweep {tuple(report['config']['granularities'])} "
+        f"(monotone), each within {report['config']['area_tolerance']:.0%}.",
+    ]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))

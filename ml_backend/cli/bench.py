@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ml_backend.cli import bench_pseudo_label, bench_synthetic, bench_train
+from ml_backend.cli import bench_backend, bench_pseudo_label, bench_synthetic, bench_train
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ def add_parser(subparsers: Any) -> None:
     bench_pseudo_label.add_parser(benches)
     bench_train.add_parser(benches)
     bench_synthetic.add_parser(benches)
+    bench_backend.add_parser(benches)
 
 
 def synthetic_image(width: int, height: int, seed: int = 0) -> npt.NDArray[np.uint8]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from labeling_pipeline.evaluation.synthetic_benchmark import (
     SyntheticBenchmarkConfig,
+    area_growth,
     heldout_samples,
-    monotonic_share,
     nested_points,
     run_synthetic_benchmark,
 )
@@ -74,11 +74,11 @@ def test_nested_points_lie_inside_parts_and_wholes() -> None:
         assert len(inside) == 2  # its part and its whole
 
 
-class _GrowingPredictor:
-    """Masks whose area grows (or not) with granularity, for the monotonicity count."""
+class _SidePredictor:
+    """Square masks whose side (in pixels, out of 10) is given per granularity."""
 
-    def __init__(self, grow: bool) -> None:
-        self.grow = grow
+    def __init__(self, sides: dict[float, int]) -> None:
+        self.sides = sides
 
     def embed(self, image):
         return image
@@ -90,8 +90,7 @@ class _GrowingPredictor:
 
         masks = np.zeros((len(granularities), 10, 10), bool)
         for i, g in enumerate(granularities):
-            side = int(g * 10) if self.grow else 10 - int(g * 9)
-            masks[i, :side, :side] = True
+            masks[i, : self.sides[g], : self.sides[g]] = True
         return MaskPrediction(
             masks,
             np.zeros(len(granularities), np.float32),
@@ -102,8 +101,50 @@ class _GrowingPredictor:
         )
 
 
-def test_monotonic_share_counts_growing_masks() -> None:
+def test_area_growth_tells_coarse_from_strict_monotonicity() -> None:
     points = [(None, 1.0, 1.0)] * 3
-    grid = (0.1, 0.5, 1.0)
-    assert monotonic_share(_GrowingPredictor(True), points, granularities=grid, tolerance=0) == 1
-    assert monotonic_share(_GrowingPredictor(False), points, granularities=grid, tolerance=0) == 0
+    grid = (0.1, 0.3, 0.5, 0.7, 1.0)
+    growing = _SidePredictor({0.1: 2, 0.3: 4, 0.5: 6, 0.7: 8, 1.0: 10})
+    wiggly = _SidePredictor({0.1: 2, 0.3: 7, 0.5: 6, 0.7: 5, 1.0: 10})
+    shrinking = _SidePredictor({0.1: 10, 0.3: 8, 0.5: 6, 0.7: 4, 1.0: 2})
+    assert area_growth(growing, points, granularities=grid, tolerance=0) == {
+        "grows": 1.0,
+        "coarse": 1.0,
+        "monotone": 1.0,
+    }
+    assert area_growth(wiggly, points, granularities=grid, tolerance=0) == {
+        "grows": 1.0,
+        "coarse": 1.0,
+        "monotone": 0.0,
+    }
+    # Dips of about 30% are within a 50% tolerance.
+    assert area_growth(wiggly, points, granularities=grid, tolerance=0.5)["monotone"] == 1.0
+    assert area_growth(shrinking, points, granularities=grid, tolerance=0) == {
+        "grows": 0.0,
+        "coarse": 0.0,
+        "monotone": 0.0,
+    }
+
+
+def test_bench_backend_checks_every_concurrent_answer(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "backend.json"
+    code = main(
+        [
+            "bench",
+            "backend",
+            "--config",
+            "test-tiny",
+            "--size",
+            "128x96",
+            "--annotators",
+            "3",
+            "--clicks",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert code == 0 and report["mismatches"] == 0 and report["failed_requests"] == []
+    assert report["concurrent"]["clicks"] == 9 and report["single"]["p50_ms"] > 0
+    assert "3 annotators" in capsys.readouterr().out
