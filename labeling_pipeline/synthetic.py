@@ -159,7 +159,10 @@ def _background(rng: np.random.Generator, height: int, width: int) -> npt.NDArra
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     t = xx * math.cos(angle) + yy * math.sin(angle)
     t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
-    return (c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]).astype(np.float32)
+    ramp: npt.NDArray[np.float32] = (
+        c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]
+    ).astype(np.float32)
+    return ramp
 
 
 def _draw_clutter(rng: np.random.Generator, canvas: npt.NDArray[np.float32], count: int) -> None:
@@ -355,7 +358,7 @@ def generate_scene(seed: int, config: SceneConfig | None = None) -> SyntheticSce
         picked = _pick_template(rng, config, box[2], box[3])
         if picked is not None:
             painted.append((picked[0], _paint_parts(rng, canvas, box, picked[1])))
-    canvas = cv2.GaussianBlur(canvas, (0, 0), 0.6)
+    canvas = np.asarray(cv2.GaussianBlur(canvas, (0, 0), 0.6), dtype=np.float32)
     canvas += rng.normal(0.0, config.noise_std, size=canvas.shape).astype(np.float32)
     image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
     next_id = len(painted) + 1

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -110,15 +111,15 @@ class ARResult:
         return asdict(self)
 
 
-def _as_rle(mask_or_rle: CocoRLE | np.ndarray) -> CocoRLE:
+def _as_rle(mask_or_rle: CocoRLE | npt.NDArray[np.bool_]) -> CocoRLE:
     if isinstance(mask_or_rle, dict):
         return mask_or_rle
     return encode_coco_rle_batch(np.asarray(mask_or_rle, dtype=bool)[None])[0]
 
 
 def compute_ar1000(
-    gt_masks: Sequence[Sequence[CocoRLE | np.ndarray]],
-    predictions: Sequence[Sequence[tuple[CocoRLE | np.ndarray, float]]],
+    gt_masks: Sequence[Sequence[CocoRLE | npt.NDArray[np.bool_]]],
+    predictions: Sequence[Sequence[tuple[CocoRLE | npt.NDArray[np.bool_], float]]],
     *,
     image_hw: Sequence[tuple[int, int]],
     gt_iscrowd: Sequence[Sequence[bool]] | None = None,
@@ -142,7 +143,9 @@ def compute_ar1000(
     """
     if not len(gt_masks) == len(predictions) == len(image_hw):
         raise EvaluationError("gt_masks, predictions and image_hw need one entry per image")
-    images, annotations, results = [], [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
     kept_ids: list[int] = []
     for index, (gts, preds, (height, width)) in enumerate(
         zip(gt_masks, predictions, image_hw, strict=True)
@@ -196,7 +199,7 @@ def _coco_stats(
     annotations: list[dict[str, Any]],
     results: list[dict[str, Any]],
     image_ids: list[int],
-) -> np.ndarray:
+) -> npt.NDArray[np.float64]:
     # pycocotools prints progress on stdout; keep it out of the caller's output
     with contextlib.redirect_stdout(io.StringIO()) as captured:
         gt = COCO()
@@ -220,7 +223,7 @@ def _coco_stats(
 
 def predict_whole_image(
     predictor: GranularityPredictor,
-    image: np.ndarray,
+    image: npt.NDArray[np.uint8],
     *,
     config: ARConfig,
     image_key: str | None = None,

@@ -5,7 +5,8 @@ the weight-free extractor -> a tiny model trained from scratch twice from the sa
 initialisation: once with the granularity input, once SAM-2 style (three masks, no granularity)
 -> evaluation on held-out scenes against their true wholes and parts: NoC90 and
 1-IoU for the untrained model, the SAM-2-style model (single mask, and best of three) and the
-granularity model (per-instance granularity search), plus the share of nested click points
+granularity model (per-instance granularity search, and the per-click oracle, which like best of
+three picks with the ground truth at every click), plus the share of nested click points
 (inside a part, hence inside its whole) whose mask area grows with granularity.
 
 The prompt encoder and mask decoder are trained; the image encoder keeps its random
@@ -215,15 +216,22 @@ def run_synthetic_benchmark(
         name: GranularityPredictor(model)
         for name, model in (("untrained", untrained), ("sam2", sam2), ("granularity", granular))
     }
-    protocol = {"max_clicks": cfg.max_clicks, "granularities": cfg.granularities}
     runs = [
         ("untrained (granularity search)", predictors["untrained"], "granularity"),
         ("trained without granularity, single mask", predictors["sam2"], "sam2-single"),
         ("trained without granularity, best of 3", predictors["sam2"], "sam2-best-of-3"),
         ("trained with granularity (search)", predictors["granularity"], "granularity"),
+        (
+            "trained with granularity, per-click oracle",
+            predictors["granularity"],
+            "granularity-oracle",
+        ),
     ]
     results = evaluate_methods(
-        [(p, InteractiveConfig(method=m, **protocol)) for _, p, m in runs],
+        [
+            (p, InteractiveConfig(m, max_clicks=cfg.max_clicks, granularities=cfg.granularities))
+            for _, p, m in runs
+        ],
         heldout_samples(held_out),
     )
     points = nested_points(held_out)

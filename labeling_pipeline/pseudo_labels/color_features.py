@@ -101,7 +101,8 @@ class ColorTextureExtractor:
         w_b = _soft_assign(pixels[..., 2], _AB_CENTRES)
         w_ab = (w_a[..., :, None] * w_b[..., None, :]).reshape(*w_a.shape[:2], -1)  # (n, P, 64)
         hist = np.matmul(w_l.transpose(0, 2, 1), w_ab) / pixels.shape[1]  # (n, 5, 64)
-        return hist.reshape(hist.shape[0], -1).astype(np.float32)
+        flat: npt.NDArray[np.float32] = hist.reshape(hist.shape[0], -1).astype(np.float32)
+        return flat
 
     def _texture(self, lightness: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Return (h*w, 4) texture statistics of an (h*p, w*p) lightness image (0..100)."""
@@ -118,7 +119,7 @@ class ColorTextureExtractor:
         coherence = mean[:, 1:3] / np.maximum(energy[:, None], 1e-6)
         spread = blocks[..., 3].std(axis=1)
         squash_energy = energy / (energy + 40.0)
-        return np.concatenate(
+        texture: npt.NDArray[np.float32] = np.concatenate(
             [
                 squash_energy[:, None],
                 coherence * squash_energy[:, None],
@@ -126,6 +127,7 @@ class ColorTextureExtractor:
             ],
             axis=1,
         ).astype(np.float32)
+        return texture
 
     def extract(self, image: npt.NDArray[np.uint8]) -> PatchFeatures:
         """Return (h, w, 327) float32 features of an (H, W, 3) uint8 RGB image."""
@@ -180,4 +182,5 @@ class ColorTextureExtractor:
             axis=1,
         )
         features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        return features.astype(np.float32)
+        unit: npt.NDArray[np.float32] = features.astype(np.float32)
+        return unit

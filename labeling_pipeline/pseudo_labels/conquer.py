@@ -93,7 +93,7 @@ class _Clusters:
 
     def _valid(self, entry: tuple[float, int, int, int, int]) -> bool:
         _, a, b, stamp_a, stamp_b = entry
-        return (
+        return bool(
             self.parent[a] == a
             and self.parent[b] == b
             and self.stamp[a] == stamp_a

@@ -26,7 +26,7 @@ def pairwise_intersections(
     array = _stack(masks)
     if array.shape[0] == 0:
         return np.zeros((0, 0), dtype=np.int64)
-    union = array.any(axis=0)
+    union: npt.NDArray[np.bool_] = np.any(array, axis=0)
     rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
     if rows.size == 0:
         return np.zeros((array.shape[0],) * 2, dtype=np.int64)
@@ -35,7 +35,8 @@ def pairwise_intersections(
     # float32 products are exact integers up to 2**24 pixels; use float64 beyond that
     if flat.shape[1] >= 2**24:
         flat = flat.astype(np.float64)
-    return np.rint(flat @ flat.T).astype(np.int64)
+    counts: npt.NDArray[np.int64] = np.rint(flat @ flat.T).astype(np.int64)
+    return counts
 
 
 def iou_matrix(

@@ -118,7 +118,7 @@ def grabcut_refine(
         cv2.grabCut(
             np.ascontiguousarray(work_image),
             trimap,
-            None,
+            (0, 0, 0, 0),  # rect: unused with GC_INIT_WITH_MASK
             background,
             foreground,
             iterations,

@@ -27,7 +27,8 @@ def first_clicks(gt: npt.NDArray[np.bool_], rng: np.random.Generator) -> npt.NDA
 
 def _distance(region: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
     padded = np.pad(region, 1).astype(np.uint8)
-    return cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]  # type: ignore[no-any-return]
+    distance = np.asarray(cv2.distanceTransform(padded, cv2.DIST_L2, 5), dtype=np.float32)
+    return distance[1:-1, 1:-1]
 
 
 def _graco(

@@ -21,7 +21,7 @@ class LoRASettings:
     """LoRA on the mask decoder's attention projections (q, k, v, out), through peft."""
 
     rank: int = 8
-    alpha: float = 16.0
+    alpha: int = 16
     dropout: float = 0.1
 
 

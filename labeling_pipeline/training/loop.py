@@ -105,8 +105,8 @@ class Trainer:
             return embedding.image_embed, embedding.high_res_features
         if self.config.encoder_frozen:
             with torch.no_grad():
-                return self.model.encode_image(self._image_input(image))  # type: ignore[no-any-return]
-        return self.model.encode_image(self._image_input(image))  # type: ignore[no-any-return]
+                return self.model.encode_image(self._image_input(image))
+        return self.model.encode_image(self._image_input(image))
 
     # ------------------------------------------------------------------------------- losses
     def _decode(
@@ -177,7 +177,8 @@ class Trainer:
         coords = torch.from_numpy(first_clicks(gt, rng) * scale).to(self.device)[:, None]
         labels = torch.ones(len(gt), 1, dtype=torch.int32, device=self.device)
         features = self._encode(image)
-        total, mask_input, sums = torch.zeros((), device=self.device), None, {}
+        total, mask_input = torch.zeros((), device=self.device), None
+        sums: dict[str, float] = {}
         for round_index in range(1 + cfg.correction_clicks):
             with self._autocast():
                 out = self._decode(features, coords, labels, granularity, mask_input)
@@ -270,7 +271,8 @@ class Trainer:
             optimizer, T_max=cfg.steps, eta_min=cfg.min_lr
         )
         step, losses = self._resume(optimizer, scheduler, rng)
-        start, totals, masks_seen, images_seen = time.perf_counter(), {}, 0, 0
+        start, masks_seen, images_seen = time.perf_counter(), 0, 0
+        totals: dict[str, float] = {}
         bar = tqdm(total=cfg.steps, initial=step, disable=not self.show_progress, desc="train")
         while step < cfg.steps:
             optimizer.zero_grad(set_to_none=True)
@@ -286,7 +288,7 @@ class Trainer:
                     images_seen += 1
                     totals = {k: totals.get(k, 0.0) + v for k, v in parts.items()}
             if step_masks:
-                (step_loss / len(picks)).backward()
+                torch.autograd.backward(step_loss / len(picks))
                 optimizer.step()
             scheduler.step()
             step += 1

@@ -7,12 +7,13 @@ import logging
 from torch import nn
 
 from core_model.checkpoint import LORA_TARGETS, is_granularity_key
+from core_model.modeling.unsamv2 import UnSAMv2Model
 from labeling_pipeline.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 
-def add_lora(model: nn.Module, config: TrainConfig) -> None:
+def add_lora(model: UnSAMv2Model, config: TrainConfig) -> None:
     """Inject peft LoRA into the mask decoder's two-way transformer.
 
     Scoped to that submodule: its 28 attention projections get adapters; memory attention and
@@ -32,7 +33,7 @@ def add_lora(model: nn.Module, config: TrainConfig) -> None:
     )
 
 
-def prepare_for_training(model: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
+def prepare_for_training(model: UnSAMv2Model, config: TrainConfig) -> list[nn.Parameter]:
     """Freeze, add LoRA and unfreeze per `config.trainable`; return the trainable parameters.
 
     The model is put in train mode (dropout of the granularity MLP and LoRA on), except a frozen

@@ -121,7 +121,9 @@ def train_project(
             session.add(run)
             session.flush()
         run_id = run.id
-        images = list(project_images(session, project_id)) if project_id else []
+        if project_id is None:
+            raise TrainingDataError("the training job names no project")
+        images = list(project_images(session, project_id))
     if not images:
         raise TrainingDataError("the project has no images: sync it or add images first")
     config = TrainConfig.from_mapping(params.get("config"), device=settings.device)

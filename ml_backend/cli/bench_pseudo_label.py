@@ -106,8 +106,8 @@ def build_bench_extractor(spec: str, *, device: str) -> Any:
         )
 
         torch.manual_seed(0)
-        model = DINOv3ViTModel(dinov3_vit_config(RANDOM_DINOV3[spec]))
-        model = model.to(device).eval()
+        model: torch.nn.Module = DINOv3ViTModel(dinov3_vit_config(RANDOM_DINOV3[spec]))
+        model.to(device).eval()
         return TransformersViTExtractor(model, name=spec, device=device)
     from labeling_pipeline.pseudo_labels import build_feature_extractor
 

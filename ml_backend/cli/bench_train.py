@@ -94,7 +94,7 @@ def _steps_per_second(
         on_step=lambda *_: marks.append(time.perf_counter()),
     )
     trainer.train()
-    return args.steps / (marks[-1] - marks[0])
+    return float(args.steps) / (marks[-1] - marks[0])
 
 
 def run_train_bench(args: argparse.Namespace) -> int:

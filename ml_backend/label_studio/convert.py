@@ -147,9 +147,12 @@ def parse_context(
     for region in regions:
         value = region.get("value") or {}
         if region["type"] == "keypointlabels":
-            label = 0 if region.get("is_positive") is False else 1
             points.append(
-                (_number(value.get("x"), "point x"), _number(value.get("y"), "point y"), label)
+                (
+                    _number(value.get("x"), "point x"),
+                    _number(value.get("y"), "point y"),
+                    0 if region.get("is_positive") is False else 1,
+                )
             )
         else:
             box = _box_pct(value)

@@ -46,7 +46,8 @@ def _store_annotation(ctx: BackendContext, body: Mapping[str, Any]) -> dict[str,
     annotation = body.get("annotation")
     if not isinstance(annotation, Mapping) or not isinstance(annotation.get("id"), int):
         raise BadRequestError("the event has no annotation with an id")
-    task = body.get("task") if isinstance(body.get("task"), Mapping) else {}
+    task = body.get("task")
+    task = task if isinstance(task, Mapping) else {}
     task_id = annotation.get("task")
     task_id = task_id if isinstance(task_id, int) else task.get("id")
     if not isinstance(task_id, int):

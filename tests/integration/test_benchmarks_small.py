@@ -55,7 +55,9 @@ def test_synthetic_benchmark_pipeline(tmp_path: Path) -> None:
     )
     report = run_synthetic_benchmark(tmp_path, config)
     models = [row["model"] for row in report["rows"]]
-    assert len(models) == 4 and models[-1] == "trained with granularity (search)"
+    assert len(models) == 5 and models[-2] == "trained with granularity (search)"
+    growth = [row["area_vs_granularity"] is not None for row in report["rows"]]
+    assert growth == [True, False, False, True, False]
     for row in report["rows"]:
         assert 0.0 <= row["one_click_iou"] <= 1.0 and 1 <= row["noc90"] <= 2
     assert "| model |" in (tmp_path / "report.md").read_text()
