@@ -19,7 +19,7 @@ from labeling_pipeline.export.predictions import RecordPredicted
 from labeling_pipeline.export.records import GranularityMap, GranularitySource
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.models import HumanMask, Image, Project
-from labeling_pipeline.store.repository import prediction_granularities, record_prediction
+from labeling_pipeline.store.repository import prediction_granularities, record_predictions
 
 
 def store_granularities(store: Store) -> GranularitySource:
@@ -68,15 +68,12 @@ def store_prediction_recorder(
         if not regions:
             return
         with store.session() as session:
-            for result_id, label, granularity in regions:
-                record_prediction(
-                    session,
-                    ls_project_id=ls_project_id,
-                    ls_task_id=ls_task_id,
-                    result_id=result_id,
-                    label=label,
-                    granularity=granularity,
-                    model_version=model_version,
-                )
+            record_predictions(
+                session,
+                ls_project_id=ls_project_id,
+                ls_task_id=ls_task_id,
+                regions=regions,
+                model_version=model_version,
+            )
 
     return record

@@ -196,27 +196,29 @@ def count_human_masks(
     return int(session.scalar(query) or 0)
 
 
-def record_prediction(
+def record_predictions(
     session: Session,
     *,
     ls_project_id: int | None,
     ls_task_id: int,
-    result_id: str,
-    label: str,
-    granularity: float,
+    regions: Iterable[tuple[str, str, float]],
     model_version: str,
 ) -> None:
-    """Remember the granularity of a suggested mask (the latest suggestion per id wins)."""
-    row = session.scalar(
-        select(PredictionRecord).where(
-            PredictionRecord.ls_task_id == ls_task_id, PredictionRecord.result_id == result_id
+    """Remember the granularity of suggested masks, given as (result id, label, granularity).
+
+    The latest suggestion per (task, result id) wins.
+    """
+    for result_id, label, granularity in regions:
+        row = session.scalar(
+            select(PredictionRecord).where(
+                PredictionRecord.ls_task_id == ls_task_id, PredictionRecord.result_id == result_id
+            )
         )
-    )
-    if row is None:
-        row = PredictionRecord(ls_task_id=ls_task_id, result_id=result_id)
-        session.add(row)
-    row.ls_project_id, row.label, row.granularity = ls_project_id, label, granularity
-    row.model_version, row.created_at = model_version, utcnow()
+        if row is None:
+            row = PredictionRecord(ls_task_id=ls_task_id, result_id=result_id)
+            session.add(row)
+        row.ls_project_id, row.label, row.granularity = ls_project_id, label, granularity
+        row.model_version, row.created_at = model_version, utcnow()
 
 
 def prediction_granularities(session: Session, ls_task_id: int) -> dict[str, float]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from core_model.masks import resize_mask
 from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
-from labeling_pipeline.store.repository import get_or_create_project, record_prediction
+from labeling_pipeline.store.repository import get_or_create_project, record_predictions
 from ml_backend.errors import BadRequestError
 from ml_backend.label_studio.config import LabelConfigError, ProjectConfig, parse_label_config
 from ml_backend.label_studio.context import BackendContext
@@ -151,16 +151,13 @@ def _record(
     if not isinstance(task_id, int):
         return
     with ctx.store.session() as session:
-        for region_id, label, granularity in regions:
-            record_prediction(
-                session,
-                ls_project_id=project_id,
-                ls_task_id=task_id,
-                result_id=region_id,
-                label=label,
-                granularity=granularity,
-                model_version=version,
-            )
+        record_predictions(
+            session,
+            ls_project_id=project_id,
+            ls_task_id=task_id,
+            regions=regions,
+            model_version=version,
+        )
 
 
 def _whole_image(

@@ -26,7 +26,7 @@ from labeling_pipeline.store import Store
 from labeling_pipeline.store.repository import (
     MaskRecord,
     get_or_create_project,
-    record_prediction,
+    record_predictions,
     replace_human_masks,
 )
 from labeling_pipeline.synthetic import SceneConfig, generate_scene
@@ -190,16 +190,13 @@ def test_granularity_comes_from_the_store(tmp_path, export_file, scenes, monkeyp
         stored = MaskRecord(accepted, "Car", {}, 144, 112, 1, granularity=0.55)
         project_id = get_or_create_project(session, "ls-4").id
         replace_human_masks(session, project_id, ls_task_id=1, annotation_id=101, masks=[stored])
-        for region_id, value in ((whole, 1.0), (part, 0.3)):
-            record_prediction(
-                session,
-                ls_project_id=4,
-                ls_task_id=1,
-                result_id=region_id,
-                label="Car",
-                granularity=value,
-                model_version="v1",
-            )
+        record_predictions(
+            session,
+            ls_project_id=4,
+            ls_task_id=1,
+            regions=[(whole, "Car", 1.0), (part, "Car", 0.3)],
+            model_version="v1",
+        )
     store.dispose()
     out = _run_export(tmp_path, export_file, monkeypatch)
     anns = json.loads((out / "coco.json").read_text())["annotations"]

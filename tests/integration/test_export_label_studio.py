@@ -23,7 +23,7 @@ from pycocotools.coco import COCO
 
 from core_model.masks import encode_coco_rle
 from labeling_pipeline.store import Store
-from labeling_pipeline.store.repository import prediction_granularities, record_prediction
+from labeling_pipeline.store.repository import prediction_granularities, record_predictions
 from ml_backend.label_studio.convert import brush_result
 from ml_backend.label_studio.label_config import build_label_config
 
@@ -101,16 +101,13 @@ def test_export_and_import_predictions(label_studio, tmp_path, scene_image) -> N
     data_dir = tmp_path / "data"
     store = Store(f"sqlite:///{data_dir / 'unsamv2.sqlite3'}")
     with store.session() as session:
-        for region_id, value in (("car", 1.0), ("wheel", 0.4)):
-            record_prediction(
-                session,
-                ls_project_id=project["id"],
-                ls_task_id=tasks[0],
-                result_id=region_id,
-                label="Car",
-                granularity=value,
-                model_version="v1",
-            )
+        record_predictions(
+            session,
+            ls_project_id=project["id"],
+            ls_task_id=tasks[0],
+            regions=[("car", "Car", 1.0), ("wheel", "Car", 0.4)],
+            model_version="v1",
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UNSAMV2_", "LABEL_STUDIO"))}
     env.update(
         {
