@@ -14,10 +14,10 @@ from core_model.errors import (
     InvalidPromptError,
     UnSAMv2Error,
 )
-from labeling_pipeline.fetch import ImageFetchError
-from labeling_pipeline.jobs import JobSubmitError
-from labeling_pipeline.label_studio import LabelStudioError
+from labeling_pipeline.label_studio.client import LabelStudioError
+from labeling_pipeline.label_studio.fetch import ImageFetchError
 from labeling_pipeline.store import NotFoundError, StoreError
+from labeling_pipeline.worker.jobs import JobSubmitError
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from core_model.errors import UnSAMv2Error
-from labeling_pipeline.model_registry import CHECKPOINT_FILE
+from labeling_pipeline.model_files.registry import CHECKPOINT_FILE
+from labeling_pipeline.model_files.weights import find_checkpoint
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.repository import current_model_version
-from labeling_pipeline.weights import find_checkpoint
 
 logger = logging.getLogger(__name__)
 

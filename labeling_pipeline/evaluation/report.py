@@ -21,7 +21,7 @@ from typing import Any
 
 from labeling_pipeline.evaluation.ar import ARResult
 from labeling_pipeline.evaluation.interactive import InteractiveResult
-from labeling_pipeline.evaluation.plots import bar_chart, line_chart
+from labeling_pipeline.plots import bar_chart, line_chart
 
 MIOU_PLOT = "miou_vs_clicks.png"
 NOC_PLOT = "noc.png"

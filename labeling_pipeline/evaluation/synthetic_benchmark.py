@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from labeling_pipeline.evaluation.interactive import InteractiveConfig, evaluate_methods
 from labeling_pipeline.evaluation.samples import EvalSample
-from labeling_pipeline.synthetic import SceneConfig, SyntheticScene, generate_scenes
+from labeling_pipeline.evaluation.synthetic import SceneConfig, SyntheticScene, generate_scenes
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from labeling_pipeline.export.records import (
     mapping_at,
 )
 from labeling_pipeline.export.sources import SourceImage, SourceMask
-from labeling_pipeline.label_studio import LabelStudioClient
+from labeling_pipeline.label_studio.client import LabelStudioClient
 
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 DEFAULT_BATCH = 10

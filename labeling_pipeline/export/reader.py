@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from labeling_pipeline.export.errors import ExportError
-from labeling_pipeline.label_studio import LabelStudioClient, LabelStudioError
+from labeling_pipeline.label_studio.client import LabelStudioClient, LabelStudioError
 
 FALLBACK_MAX_BYTES = 512 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 10

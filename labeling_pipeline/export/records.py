@@ -38,8 +38,8 @@ from typing import Any, TextIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from core_model.masks import CocoRLE, coco_rle_bbox
-from labeling_pipeline.annotations import annotation_masks
 from labeling_pipeline.export.errors import ExportError
+from labeling_pipeline.label_studio.annotations import annotation_masks
 
 GranularityMap = Mapping[tuple[int | None, str], float]
 """Granularity by (annotation id, region id); annotation id None = any annotation."""

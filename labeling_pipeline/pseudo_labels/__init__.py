@@ -21,11 +21,8 @@ from labeling_pipeline.pseudo_labels.errors import (
     ProposalError,
     PseudoLabelOutputError,
 )
-from labeling_pipeline.pseudo_labels.features import (
-    FeatureExtractor,
-    PatchFeatures,
-    build_feature_extractor,
-)
+from labeling_pipeline.pseudo_labels.extractors import build_feature_extractor
+from labeling_pipeline.pseudo_labels.features import FeatureExtractor, PatchFeatures
 from labeling_pipeline.pseudo_labels.pipeline import (
     PseudoLabelResult,
     generate_pseudo_labels,

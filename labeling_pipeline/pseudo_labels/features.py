@@ -1,4 +1,4 @@
-"""Patch-feature extractors behind one protocol, and the factory that builds them from a spec.
+"""Patch-feature extractors: the protocol and the types they share (`extractors` builds them).
 
 An extractor turns an RGB image into a grid of patch features: the image is resized, aspect
 kept, so its long side is `long_side` with both sides rounded **up** to a multiple of the patch
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -85,43 +84,3 @@ def check_image(image: npt.NDArray[np.uint8]) -> None:
         raise FeatureExtractorError("image must be an (H, W, 3) uint8 RGB array")
     if image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise FeatureExtractorError(f"image must be (H, W, 3), got {image.shape}")
-
-
-def build_feature_extractor(
-    spec: str, *, device: str = "cpu", long_side: int | None = None
-) -> FeatureExtractor:
-    """Build an extractor from a spec: ``color[:PATCH]``, ``dinov3:PATH`` or ``dinov2:PATH``.
-
-    Args:
-        spec: See the module docstring.
-        device: Torch device for the transformers models ("cpu", "cuda", "cuda:1", ...).
-        long_side: Resize target of the long side; defaults to 768 for DINO and 384 for color.
-
-    Raises:
-        FeatureExtractorError: unknown kind, missing path, or a folder that cannot be loaded.
-    """
-    kind, _, argument = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind == "color":
-        from labeling_pipeline.pseudo_labels.color_features import ColorTextureExtractor
-
-        patch = 8
-        if argument:
-            try:
-                patch = int(argument)
-            except ValueError:
-                raise FeatureExtractorError(
-                    f"color patch size must be an integer, got {argument!r}"
-                ) from None
-        return ColorTextureExtractor(patch_size=patch, long_side=long_side or 384)
-    if kind in ("dinov2", "dinov3"):
-        if not argument:
-            raise FeatureExtractorError(f"{kind} needs a weights folder: {kind}:PATH")
-        from labeling_pipeline.pseudo_labels.dino_features import load_dino_extractor
-
-        return load_dino_extractor(
-            kind, Path(argument).expanduser(), device=device, long_side=long_side or 768
-        )
-    raise FeatureExtractorError(
-        f"unknown feature extractor {spec!r}: use color, dinov3:PATH or dinov2:PATH"
-    )

@@ -280,4 +280,4 @@ def _safe_run(
     )
 
 
-run_for_image = pseudo_label_image_file  # the name `labeling_pipeline.tasks` calls
+run_for_image = pseudo_label_image_file  # the name `labeling_pipeline.worker.tasks` calls

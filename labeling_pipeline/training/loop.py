@@ -30,7 +30,7 @@ from core_model.imageio import load_image_rgb
 from core_model.modeling.unsamv2 import UnSAMv2Model
 from core_model.predictor import GranularityPredictor
 from core_model.preprocess import to_model_input
-from labeling_pipeline.plotting import line_plot_png
+from labeling_pipeline.plots import line_chart
 from labeling_pipeline.training.clicks import correction_clicks, first_clicks
 from labeling_pipeline.training.config import TrainConfig
 from labeling_pipeline.training.data import TrainingDataError, TrainingImage, sample_masks
@@ -332,10 +332,11 @@ class Trainer:
         smooth = [
             float(np.mean(losses[max(0, i - window + 1) : i + 1])) for i in range(len(losses))
         ]
-        line_plot_png(
-            self.run_dir / "loss_curve.png",
+        line_chart(
             {"loss": losses, "moving mean": smooth},
             title="training loss",
             x_label="step",
-        )
+            y_label="loss",
+            y_max=None,
+        ).save(self.run_dir / "loss_curve.png")
         return TrainResult(step, losses, seconds, metrics)

@@ -12,23 +12,36 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from core_model.masks import decode_coco_rle
-from labeling_pipeline.locks import exclusive_file_lock
-from labeling_pipeline.model_registry import ModelRegistry
+from labeling_pipeline.model_files.registry import ModelRegistry
+from labeling_pipeline.model_files.weights import find_checkpoint
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
+from labeling_pipeline.store.locks import exclusive_file_lock
 from labeling_pipeline.store.models import HumanMask, Image, TrainingRun
-from labeling_pipeline.store.repository import finish_job, get_job, project_images, start_job
+from labeling_pipeline.store.repository import (
+    fail_job,
+    finish_job,
+    get_job,
+    project_images,
+    start_job,
+)
 from labeling_pipeline.training.config import TrainConfig
 from labeling_pipeline.training.data import TrainingDataError, TrainingImage, training_images
 from labeling_pipeline.training.loop import Trainer
 from labeling_pipeline.training.publish import publish_trained_model
-from labeling_pipeline.weights import find_checkpoint
+
+if TYPE_CHECKING:
+    from labeling_pipeline.pseudo_labels.features import FeatureExtractor
+
+#: Returns the feature extractor for a spec such as ``color`` or ``dinov2:PATH``.
+ExtractorFactory = Callable[[str], "FeatureExtractor"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +77,14 @@ def _human_masks(store: Store, project_id: int) -> dict[int, list[HumanMask]]:
 
 
 def _pseudo_labels(
-    settings: PipelineSettings,
     images: list[Image],
     humans: dict[int, list[HumanMask]],
     out_dir: Path,
-    features: str,
+    extractor: FeatureExtractor,
     config: dict[str, Any],
 ) -> list[tuple[Path, Path, str]]:
     from labeling_pipeline.pseudo_labels import Proposal, pseudo_label_image_file
-    from labeling_pipeline.worker_context import get_feature_extractor
 
-    extractor = get_feature_extractor(features, settings.device)
     pairs = []
     for image in images:
         masks = humans.get(image.id, [])
@@ -102,13 +112,46 @@ def _pseudo_labels(
 
 
 def train_project(
-    settings: PipelineSettings, store: Store, job_id: int, *, show_progress: bool = False
+    settings: PipelineSettings,
+    store: Store,
+    job_id: int,
+    *,
+    extractor_for: ExtractorFactory,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Run the training job `job_id` (kind "train"); return its result summary.
+
+    Prerequisites (a base checkpoint, images in the project) are checked before any work. Any
+    error marks the job failed (with the error's message) before it propagates.
+
+    Args:
+        settings: Pipeline settings (model, device, data folders).
+        store: The project store.
+        job_id: A job of kind "train" naming a project.
+        extractor_for: Builds the pseudo-label feature extractor for a spec (the caller decides
+            whether it is cached per process).
+        show_progress: Show a progress bar on stderr.
 
     Raises:
         TrainingDataError: no images, no masks, or no base checkpoint.
     """
+    try:
+        return _train_job(settings, store, job_id, extractor_for, show_progress)
+    except Exception as exc:
+        with store.session() as session:
+            job = get_job(session, job_id)
+            if job.status != "done":
+                fail_job(session, job_id, str(exc) or type(exc).__name__)
+        raise
+
+
+def _train_job(
+    settings: PipelineSettings,
+    store: Store,
+    job_id: int,
+    extractor_for: ExtractorFactory,
+    show_progress: bool,
+) -> dict[str, Any]:
     with store.session() as session:
         job = get_job(session, job_id)
         if job.status == "done":  # a redelivered message: the version is published already
@@ -126,6 +169,7 @@ def train_project(
         images = list(project_images(session, project_id))
     if not images:
         raise TrainingDataError("the project has no images: sync it or add images first")
+    base = base_checkpoint(settings)  # fail before pseudo-labelling the whole project
     config = TrainConfig.from_mapping(params.get("config"), device=settings.device)
     run_dir = settings.data_dir / "training" / f"run-{run_id:05d}"
     with exclusive_file_lock(run_dir / ".lock"):  # a redelivery never trains the same run twice
@@ -139,6 +183,8 @@ def train_project(
             config,
             images,
             run_dir,
+            base,
+            extractor_for,
             show_progress,
         )
 
@@ -153,6 +199,8 @@ def _train_locked(
     config: TrainConfig,
     images: list[Image],
     run_dir: Path,
+    base: Path,
+    extractor_for: ExtractorFactory,
     show_progress: bool,
 ) -> dict[str, Any]:
     from core_model.build import build_model
@@ -163,15 +211,13 @@ def _train_locked(
             return dict(job.result)
     humans = _human_masks(store, project_id)
     pairs = _pseudo_labels(
-        settings,
         images,
         humans,
         run_dir / "pseudo_labels",
-        str(params.get("features") or settings.features),
+        extractor_for(str(params.get("features") or settings.features)),
         dict(params.get("pseudo_label_config") or {}),
     )
     data: list[TrainingImage] = training_images(pairs)
-    base = base_checkpoint(settings)
     model = build_model(settings.model, base, device=settings.device)
     every = max(1, config.steps // 100)
 

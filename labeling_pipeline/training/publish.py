@@ -14,7 +14,7 @@ from core_model.checkpoint import (
     save_finetuned_checkpoint,
     save_official_checkpoint,
 )
-from labeling_pipeline.model_registry import CHECKPOINT_FILE, ModelRegistry
+from labeling_pipeline.model_files.registry import CHECKPOINT_FILE, ModelRegistry
 from labeling_pipeline.store.models import ModelVersion
 from labeling_pipeline.training.config import TrainConfig
 

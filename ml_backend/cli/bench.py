@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ml_backend.cli import bench_backend, bench_pseudo_label, bench_synthetic, bench_train
+from ml_backend.cli.bench_images import bench_image
 
 
 @dataclass(frozen=True)
@@ -76,22 +76,6 @@ def add_parser(subparsers: Any) -> None:
     bench_backend.add_parser(benches)
 
 
-def synthetic_image(width: int, height: int, seed: int = 0) -> npt.NDArray[np.uint8]:
-    """Return an RGB image with a gradient background and a few flat shapes."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    image = np.empty((height, width, 3), dtype=np.uint8)
-    image[..., 0] = (xx * 255 // max(width - 1, 1)).astype(np.uint8)
-    image[..., 1] = (yy * 255 // max(height - 1, 1)).astype(np.uint8)
-    image[..., 2] = 128
-    for _ in range(6):
-        cx, cy = rng.integers(0, width), rng.integers(0, height)
-        r = int(rng.integers(max(2, min(width, height) // 12), max(3, min(width, height) // 4)))
-        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
-        image[disc] = rng.integers(0, 256, size=3, dtype=np.uint8)
-    return image
-
-
 def _timed(fn: Callable[[], object], repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
@@ -108,7 +92,7 @@ def bench_click_size(
     from core_model.types import Prompts
 
     rng = np.random.default_rng(1)
-    image = synthetic_image(width, height)
+    image = bench_image(width, height)
 
     def click() -> Prompts:
         x, y = rng.uniform(0, width), rng.uniform(0, height)

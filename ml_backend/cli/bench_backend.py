@@ -75,16 +75,14 @@ def _setup(args: argparse.Namespace, root: Path) -> tuple[Any, Any, tuple[int, i
     from core_model.build import build_model
     from core_model.checkpoint import save_official_checkpoint
     from labeling_pipeline.store import Store
-    from ml_backend.cli.bench import synthetic_image
+    from ml_backend.cli.bench_images import bench_image
     from ml_backend.label_studio.app import create_app
     from ml_backend.runtime import ModelRuntime
     from ml_backend.settings import Settings
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     for task_id in range(args.annotators):
-        Image.fromarray(synthetic_image(width, height, seed=task_id)).save(
-            root / f"img{task_id}.png"
-        )
+        Image.fromarray(bench_image(width, height, seed=task_id)).save(root / f"img{task_id}.png")
     torch.manual_seed(0)
     save_official_checkpoint(build_model(args.config), root / "random.pt")
     settings = Settings.from_env(

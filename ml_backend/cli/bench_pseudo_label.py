@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from labeling_pipeline.synthetic import SyntheticScene
+    from labeling_pipeline.evaluation.synthetic import SyntheticScene
 
 RANDOM_DINOV3 = {"dinov3-vitb16-random": "vitb16", "dinov3-vits16-random": "vits16"}
 
@@ -148,7 +148,7 @@ def run_pseudo_label_bench(args: argparse.Namespace) -> int:
     """Run `bench pseudo-label` and print a table."""
     import torch
 
-    from labeling_pipeline.synthetic import SceneConfig, generate_scene
+    from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scene
 
     if args.images < 1 or args.size < 64:
         raise SystemExit("bench pseudo-label: need --images >= 1 and --size >= 64")

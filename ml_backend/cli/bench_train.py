@@ -41,8 +41,8 @@ def write_scene_data(
     from PIL import Image
 
     from core_model.masks import encode_coco_rle
+    from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scene
     from labeling_pipeline.pseudo_labels.granularity import granularity_from_areas
-    from labeling_pipeline.synthetic import SceneConfig, generate_scene
 
     config = SceneConfig(height=height, width=width)
     pairs = []

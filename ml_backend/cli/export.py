@@ -91,7 +91,7 @@ def _settings_and_store(no_store: bool) -> tuple[Any, Any]:
 
 
 def _client(settings: Any) -> Any:
-    from labeling_pipeline.label_studio import LabelStudioClient
+    from labeling_pipeline.label_studio.client import LabelStudioClient
     from ml_backend.settings import SettingsError
 
     pipeline = settings.pipeline

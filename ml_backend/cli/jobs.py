@@ -106,8 +106,8 @@ def run_wait(args: argparse.Namespace) -> int:
 
 
 def _submit(kind: str, **kwargs: Any) -> int:
-    from labeling_pipeline import jobs
-    from labeling_pipeline.celery_app import create_celery_app
+    from labeling_pipeline.worker import jobs
+    from labeling_pipeline.worker.app import create_celery_app
 
     settings, store = _store()
     app = create_celery_app(settings.pipeline)
@@ -149,7 +149,7 @@ def run_submit_sync(args: argparse.Namespace) -> int:
 def run_images_add(args: argparse.Namespace) -> int:
     """Copy images into the cache and register them in a project."""
     from core_model.errors import InvalidImageError
-    from labeling_pipeline.images import cache_image_file
+    from labeling_pipeline.store.images import cache_image_file
     from labeling_pipeline.store.repository import add_image, get_or_create_project
 
     settings, store = _store()

@@ -51,7 +51,7 @@ def run_config(args: argparse.Namespace) -> int:
 
 def run_connect(args: argparse.Namespace) -> int:
     """Register the backend on the project and put the webhook secret on its webhook."""
-    from labeling_pipeline.label_studio import LabelStudioClient
+    from labeling_pipeline.label_studio.client import LabelStudioClient
     from ml_backend.label_studio.project_settings import parse_extra_params
     from ml_backend.settings import Settings, SettingsError
 

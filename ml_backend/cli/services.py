@@ -83,7 +83,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _celery_app() -> Any:
-    from labeling_pipeline.celery_app import create_celery_app
+    from labeling_pipeline.worker.app import create_celery_app
     from ml_backend.settings import Settings
 
     return create_celery_app(Settings.from_env().pipeline)

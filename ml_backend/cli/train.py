@@ -60,15 +60,17 @@ def _settings_and_store() -> tuple[Any, Any]:
 
 def run_train(args: argparse.Namespace) -> int:
     """Create a training job and run it here."""
+    from labeling_pipeline.pseudo_labels.extractors import build_feature_extractor
     from labeling_pipeline.store.repository import create_job, find_project
     from labeling_pipeline.training.config import TrainConfig
-    from labeling_pipeline.training.project import train_project
+    from labeling_pipeline.training.project import base_checkpoint, train_project
 
     settings, store = _settings_and_store()
     config = dict(args.settings)
     if args.steps is not None:
         config["steps"] = args.steps
     TrainConfig.from_mapping(config)  # refuse bad settings before any work
+    base_checkpoint(settings)  # and a missing base checkpoint, before a job exists
     with store.session() as session:
         project_id = find_project(session, args.project).id
         job_id = create_job(
@@ -78,7 +80,13 @@ def run_train(args: argparse.Namespace) -> int:
             params={"reason": "unsamv2 train", "config": config, "features": args.features},
         ).id
     print(f"training job {job_id} (progress: `unsamv2 jobs show {job_id}`)", flush=True)
-    summary = train_project(settings, store, job_id, show_progress=True)
+    summary = train_project(
+        settings,
+        store,
+        job_id,
+        extractor_for=lambda spec: build_feature_extractor(spec, device=settings.device),
+        show_progress=True,
+    )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -105,7 +113,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from core_model.build import build_model
     from core_model.checkpoint import save_official_checkpoint
-    from labeling_pipeline.model_registry import CHECKPOINT_FILE
+    from labeling_pipeline.model_files.registry import CHECKPOINT_FILE
     from labeling_pipeline.store import NotFoundError
     from labeling_pipeline.store.models import ModelVersion
     from labeling_pipeline.store.repository import current_model_version

@@ -34,7 +34,7 @@ def _weights_dir() -> Path:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the known checkpoints."""
-    from labeling_pipeline.weights import MANIFEST, WEIGHTS
+    from labeling_pipeline.model_files.weights import MANIFEST, WEIGHTS
 
     folder = _weights_dir()
     manifest_path = folder / MANIFEST
@@ -60,7 +60,7 @@ def run_download(args: argparse.Namespace) -> int:
     """Download with a progress bar."""
     from tqdm import tqdm
 
-    from labeling_pipeline.weights import download
+    from labeling_pipeline.model_files.weights import download
 
     bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=args.name)
 
@@ -79,7 +79,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     """Check and copy a checkpoint into the weights folder."""
-    from labeling_pipeline.weights import import_checkpoint
+    from labeling_pipeline.model_files.weights import import_checkpoint
 
     path = import_checkpoint(args.name, args.path, _weights_dir())
     print(f"{args.name}: {path}")

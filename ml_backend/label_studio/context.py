@@ -10,8 +10,8 @@ from typing import Any
 
 from flask import current_app
 
-from labeling_pipeline.fetch import FetchPolicy
-from labeling_pipeline.label_studio import LabelStudioClient, LabelStudioError
+from labeling_pipeline.label_studio.client import LabelStudioClient, LabelStudioError
+from labeling_pipeline.label_studio.fetch import FetchPolicy
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.repository import get_or_create_project
 from ml_backend.label_studio.images import TaskImages
@@ -48,7 +48,7 @@ class BackendContext:
         """Celery app for sending tasks."""
         if self.celery_app is not None:
             return self.celery_app
-        from labeling_pipeline.celery_app import create_celery_app
+        from labeling_pipeline.worker.app import create_celery_app
 
         return create_celery_app(self.settings.pipeline)
 

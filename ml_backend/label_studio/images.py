@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from core_model.imageio import load_image_rgb
-from labeling_pipeline.fetch import FetchPolicy, fetch_task_image
-from labeling_pipeline.images import cache_image_bytes
-from labeling_pipeline.label_studio import LabelStudioClient
+from labeling_pipeline.label_studio.client import LabelStudioClient
+from labeling_pipeline.label_studio.fetch import FetchPolicy, fetch_task_image
+from labeling_pipeline.store.images import cache_image_bytes
 
 _MAX_URLS = 10_000
 

@@ -11,14 +11,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from labeling_pipeline.annotations import annotation_masks
-from labeling_pipeline.jobs import submit_training
+from labeling_pipeline.label_studio.annotations import annotation_masks
 from labeling_pipeline.store.repository import (
     delete_human_masks,
     get_or_create_project,
     prediction_granularities,
     replace_human_masks,
 )
+from labeling_pipeline.worker.jobs import submit_training
 from ml_backend.errors import BadRequestError
 from ml_backend.label_studio.context import BackendContext
 

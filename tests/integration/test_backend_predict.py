@@ -13,9 +13,9 @@ from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 
 from core_model.checkpoint import official_state_dict
-from labeling_pipeline.celery_app import create_celery_app
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.models import HumanMask, Job, PredictionRecord
+from labeling_pipeline.worker.app import create_celery_app
 from ml_backend.label_studio.app import create_app
 from ml_backend.label_studio.label_config import shipped_config
 from ml_backend.runtime import ModelRuntime

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scenes
 from labeling_pipeline.evaluation.synthetic_benchmark import (
     SyntheticBenchmarkConfig,
     area_growth,
@@ -12,7 +13,6 @@ from labeling_pipeline.evaluation.synthetic_benchmark import (
     nested_points,
     run_synthetic_benchmark,
 )
-from labeling_pipeline.synthetic import SceneConfig, generate_scenes
 from ml_backend.cli import main
 
 

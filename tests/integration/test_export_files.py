@@ -1,8 +1,8 @@
 """`unsamv2 export` on JSON export files: masks -> brush JSON -> export -> pycocotools.
 
-Scenes are generated part/whole scenes (labeling_pipeline.synthetic) with a third level added:
-a disc inside every part large enough. Their masks go through `brush_result` (the exact result
-JSON the backend emits) into a Label Studio JSON export file, next to broken records.
+Scenes are generated part/whole scenes (labeling_pipeline.evaluation.synthetic) with a third
+level added: a disc inside every part large enough. Their masks go through `brush_result` (the
+exact result JSON the backend emits) into a Label Studio JSON export file, next to broken records.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from core_model.masks import decode_coco_rle
+from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scene
 from labeling_pipeline.export import ExportConfig, ExportError, export_annotations
 from labeling_pipeline.export import reader as export_reader
 from labeling_pipeline.export.png import read_index_png
@@ -29,7 +30,6 @@ from labeling_pipeline.store.repository import (
     record_predictions,
     replace_human_masks,
 )
-from labeling_pipeline.synthetic import SceneConfig, generate_scene
 from ml_backend.cli import main
 from ml_backend.label_studio.convert import brush_result
 from ml_backend.label_studio.label_config import build_label_config

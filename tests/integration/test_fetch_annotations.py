@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from core_model.masks import decode_coco_rle, encode_brush_rle
-from labeling_pipeline.annotations import annotation_masks
-from labeling_pipeline.fetch import FetchPolicy, ImageFetchError, fetch_task_image
-from labeling_pipeline.images import cache_image_bytes
+from labeling_pipeline.label_studio.annotations import annotation_masks
+from labeling_pipeline.label_studio.fetch import FetchPolicy, ImageFetchError, fetch_task_image
+from labeling_pipeline.store.images import cache_image_bytes
 
 
 def png_bytes(size=(8, 6)) -> bytes:

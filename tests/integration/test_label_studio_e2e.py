@@ -21,7 +21,7 @@ from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 
 from core_model.checkpoint import official_state_dict, save_finetuned_checkpoint
-from labeling_pipeline.model_registry import ModelRegistry
+from labeling_pipeline.model_files.registry import ModelRegistry
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.models import HumanMask, Job
 from ml_backend.label_studio.label_config import shipped_config

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from labeling_pipeline.model_registry import ModelRegistry, PublishError
+from labeling_pipeline.model_files.registry import ModelRegistry, PublishError
 from labeling_pipeline.store import Store
 
 

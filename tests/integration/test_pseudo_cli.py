@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from labeling_pipeline.synthetic import generate_scene
+from labeling_pipeline.evaluation.synthetic import generate_scene
 from ml_backend.cli import main
 
 

@@ -19,9 +19,9 @@ from transformers import (
     DINOv3ViTModel,
 )
 
+from labeling_pipeline.evaluation.synthetic import generate_scene
 from labeling_pipeline.pseudo_labels import build_feature_extractor, pseudo_label_image_file
 from labeling_pipeline.pseudo_labels.dino_features import dinov3_vit_config
-from labeling_pipeline.synthetic import generate_scene
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
 

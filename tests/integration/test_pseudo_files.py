@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from labeling_pipeline.evaluation.synthetic import generate_scene
 from labeling_pipeline.pseudo_labels import (
     Proposal,
     ProposalError,
@@ -21,7 +22,6 @@ from labeling_pipeline.pseudo_labels import (
     read_proposals,
 )
 from labeling_pipeline.pseudo_labels.pipeline import run_for_image
-from labeling_pipeline.synthetic import generate_scene
 
 
 @pytest.fixture(scope="module")

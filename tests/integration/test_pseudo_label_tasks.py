@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from pycocotools import mask as mask_utils
 
-from labeling_pipeline.celery_app import create_celery_app
-from labeling_pipeline.images import cache_image_bytes
-from labeling_pipeline.jobs import submit_pseudo_label_run
+from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scene
 from labeling_pipeline.store import Store
+from labeling_pipeline.store.images import cache_image_bytes
 from labeling_pipeline.store.models import Job, PseudoLabelImage, PseudoLabelRun
 from labeling_pipeline.store.repository import add_image, get_or_create_project
-from labeling_pipeline.synthetic import SceneConfig, generate_scene
+from labeling_pipeline.worker.app import create_celery_app
+from labeling_pipeline.worker.jobs import submit_pseudo_label_run
 from ml_backend.settings import Settings
 
 from helpers import wait_for

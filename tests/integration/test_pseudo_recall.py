@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from labeling_pipeline.evaluation.synthetic import generate_scenes
 from labeling_pipeline.pseudo_labels import build_feature_extractor, pseudo_label_image
-from labeling_pipeline.synthetic import generate_scenes
 
 SEEDS = 6
 

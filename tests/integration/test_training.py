@@ -20,10 +20,9 @@ from core_model.checkpoint import official_state_dict
 from core_model.masks import decode_coco_rle, encode_coco_rle
 from core_model.predictor import GranularityPredictor
 from core_model.types import Prompts
-from labeling_pipeline.celery_app import create_celery_app
-from labeling_pipeline.images import cache_image_bytes
-from labeling_pipeline.jobs import submit_training
+from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scene
 from labeling_pipeline.store import MaskRecord, Store
+from labeling_pipeline.store.images import cache_image_bytes
 from labeling_pipeline.store.models import Job, ModelVersion, TrainingRun
 from labeling_pipeline.store.repository import (
     add_image,
@@ -31,10 +30,11 @@ from labeling_pipeline.store.repository import (
     get_or_create_project,
     replace_human_masks,
 )
-from labeling_pipeline.synthetic import SceneConfig, generate_scene
 from labeling_pipeline.training.config import TrainConfig
 from labeling_pipeline.training.data import training_images
 from labeling_pipeline.training.loop import Trainer
+from labeling_pipeline.worker.app import create_celery_app
+from labeling_pipeline.worker.jobs import submit_training
 from ml_backend.settings import Settings
 
 from helpers import wait_for

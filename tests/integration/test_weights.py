@@ -11,8 +11,13 @@ import pytest
 import torch
 
 from core_model.checkpoint import is_granularity_key, official_state_dict
-from labeling_pipeline import weights
-from labeling_pipeline.weights import WeightsError, download, find_checkpoint, import_checkpoint
+from labeling_pipeline.model_files import weights
+from labeling_pipeline.model_files.weights import (
+    WeightsError,
+    download,
+    find_checkpoint,
+    import_checkpoint,
+)
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

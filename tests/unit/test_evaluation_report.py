@@ -17,7 +17,7 @@ from labeling_pipeline.evaluation import (
     write_report,
 )
 from labeling_pipeline.evaluation.clicker import Click
-from labeling_pipeline.evaluation.plots import bar_chart, line_chart
+from labeling_pipeline.plots import bar_chart, line_chart
 
 
 def result(method: str, sequences: list[list[float]]) -> InteractiveResult:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from core_model.masks import encode_coco_rle
+from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scene
 from labeling_pipeline.export import ExportError, assign_parents, build_forest, containment_matrix
-from labeling_pipeline.synthetic import SceneConfig, generate_scene
 
 
 def _rect(h: int, w: int, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:

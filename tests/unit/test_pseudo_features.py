@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from labeling_pipeline.evaluation.synthetic import generate_scene
 from labeling_pipeline.pseudo_labels import FeatureExtractor, FeatureExtractorError
 from labeling_pipeline.pseudo_labels.color_features import ColorTextureExtractor
-from labeling_pipeline.pseudo_labels.features import build_feature_extractor, resized_hw
-from labeling_pipeline.synthetic import generate_scene
+from labeling_pipeline.pseudo_labels.extractors import build_feature_extractor
+from labeling_pipeline.pseudo_labels.features import resized_hw
 
 
 @pytest.mark.parametrize(

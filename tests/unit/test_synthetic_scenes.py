@@ -6,7 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from labeling_pipeline.synthetic import SHAPES, SceneConfig, generate_scene, generate_scenes
+from labeling_pipeline.evaluation.synthetic import (
+    SHAPES,
+    SceneConfig,
+    generate_scene,
+    generate_scenes,
+)
 
 
 @pytest.fixture(scope="module")

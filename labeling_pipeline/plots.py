@@ -1,4 +1,7 @@
-"""Small report charts drawn with Pillow (no plotting library): line and grouped bar charts."""
+"""Charts drawn with Pillow (no plotting library), the one plotting module of the pipeline.
+
+Line charts (reports, training losses) and grouped bar charts.
+"""
 
 from __future__ import annotations
 
@@ -71,26 +74,32 @@ def line_chart(
     title: str,
     x_label: str,
     y_label: str,
-    y_max: float = 1.0,
+    y_max: float | None = 1.0,
 ) -> Image.Image:
     """Draw one line per series over x = 1..len(series); returns an RGB image.
+
+    Long series (training losses) get about ten x ticks and no point markers.
 
     Args:
         series: Name -> y values (NaN values are skipped).
         title: Chart title.
         x_label: Label of the x axis.
         y_label: Label of the y axis.
-        y_max: Top of the y axis (bottom is 0).
+        y_max: Top of the y axis (bottom is 0); None fits it to the largest finite value.
     """
+    if y_max is None:
+        finite = [v for values in series.values() for v in values if math.isfinite(v)]
+        y_max = _nice_max(1.05 * max(finite, default=1.0))
     canvas = _Canvas(title, x_label, y_label, y_max)
     x0, _, x1, y1 = canvas.box
     count = max((len(v) for v in series.values()), default=1)
+    tick_every = 1 if count <= 20 else max(5, math.ceil(count / 10 / 5) * 5)
 
     def x(index: int) -> float:
         return x0 + 10 + (x1 - x0 - 20) * (index / max(count - 1, 1))
 
     for index in range(count):
-        if count <= 20 or index % 5 == 4:
+        if index % tick_every == tick_every - 1 or tick_every == 1:
             canvas.draw.text(
                 (x(index), y1 + 6), str(index + 1), fill="black", font=canvas.small, anchor="mt"
             )
@@ -99,7 +108,7 @@ def line_chart(
         points = [(x(j), canvas.y(v)) for j, v in enumerate(values) if math.isfinite(v)]
         if len(points) > 1:
             canvas.draw.line(points, fill=colour, width=2)
-        for px, py in points:
+        for px, py in points if count <= 60 else ():
             canvas.draw.ellipse((px - 3, py - 3, px + 3, py + 3), fill=colour)
     canvas.legend(list(series))
     return canvas.image

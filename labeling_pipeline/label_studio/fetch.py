@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 import requests
 
 from core_model.errors import UnSAMv2Error
-from labeling_pipeline.label_studio import LabelStudioClient, LabelStudioError
+from labeling_pipeline.label_studio.client import LabelStudioClient, LabelStudioError
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 _MAX_REDIRECTS = 3

@@ -16,13 +16,11 @@ from typing import Any
 from celery import Celery, Task
 
 from core_model.errors import UnSAMv2Error
-from labeling_pipeline.celery_app import SETTINGS_KEY, TRAIN_TASK
-from labeling_pipeline.fetch import FetchPolicy
-from labeling_pipeline.label_studio import LabelStudioClient, LabelStudioError
-from labeling_pipeline.locks import exclusive_file_lock
-from labeling_pipeline.retraining import retraining_decisions
+from labeling_pipeline.label_studio.client import LabelStudioClient, LabelStudioError
+from labeling_pipeline.label_studio.fetch import FetchPolicy
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
+from labeling_pipeline.store.locks import exclusive_file_lock
 from labeling_pipeline.store.models import Image, PseudoLabelRun
 from labeling_pipeline.store.repository import (
     create_job,
@@ -34,7 +32,17 @@ from labeling_pipeline.store.repository import (
     recount_run_progress,
     start_job,
 )
-from labeling_pipeline.worker_context import get_feature_extractor, store_for
+from labeling_pipeline.worker.context import get_feature_extractor, store_for
+from labeling_pipeline.worker.jobs import submit_training, training_available
+from labeling_pipeline.worker.names import (
+    CHECK_RETRAINING_TASK,
+    PSEUDO_LABEL_IMAGE_TASK,
+    PSEUDO_LABEL_PROJECT_TASK,
+    SETTINGS_KEY,
+    SYNC_PROJECT_TASK,
+    TRAIN_TASK,
+)
+from labeling_pipeline.worker.retraining import retraining_decisions
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +80,7 @@ def pseudo_label_project(task: Task, job_id: int, run_id: int) -> dict[str, Any]
         if not image_ids:
             finish_job(session, job_id, message="the project has no images")
             return {"images": 0}
-    image_task = task.app.tasks["unsamv2.pseudo_label_image"]
+    image_task = task.app.tasks[PSEUDO_LABEL_IMAGE_TASK]
     group(image_task.s(job_id, run_id, image_id) for image_id in image_ids).apply_async()
     return {"images": len(image_ids)}
 
@@ -124,7 +132,7 @@ def pseudo_label_image(task: Task, job_id: int, run_id: int, image_id: int) -> d
 
 def sync_label_studio(task: Task, job_id: int, ls_project_id: int) -> dict[str, Any]:
     """Pull a Label Studio project's images and accepted annotations into the store."""
-    from labeling_pipeline.sync import sync_project
+    from labeling_pipeline.label_studio.sync import sync_project
 
     settings, store = _context(task)
     _begin(store, job_id)
@@ -156,8 +164,6 @@ def sync_label_studio(task: Task, job_id: int, ls_project_id: int) -> dict[str, 
 
 def check_retraining(task: Task) -> dict[str, Any]:
     """Beat entry: record which projects are due for retraining and queue their runs."""
-    from labeling_pipeline.jobs import submit_training, training_available
-
     settings, store = _context(task)
     now = dt.datetime.now(dt.timezone.utc)
     with store.session() as session:
@@ -196,7 +202,12 @@ def train(task: Task, job_id: int) -> dict[str, Any]:
 
     settings, store = _context(task)
     try:
-        return train_project(settings, store, job_id)
+        return train_project(
+            settings,
+            store,
+            job_id,
+            extractor_for=lambda spec: get_feature_extractor(spec, settings.device),
+        )
     except UnSAMv2Error as exc:
         with store.session() as session:
             fail_job(session, job_id, str(exc))
@@ -206,10 +217,10 @@ def train(task: Task, job_id: int) -> dict[str, Any]:
 def register(app: Celery) -> None:
     """Register the tasks on an app (explicitly; nothing is registered at import time)."""
     for name, function in (
-        ("unsamv2.pseudo_label_project", pseudo_label_project),
-        ("unsamv2.pseudo_label_image", pseudo_label_image),
-        ("unsamv2.sync_project", sync_label_studio),
-        ("unsamv2.check_retraining", check_retraining),
+        (PSEUDO_LABEL_PROJECT_TASK, pseudo_label_project),
+        (PSEUDO_LABEL_IMAGE_TASK, pseudo_label_image),
+        (SYNC_PROJECT_TASK, sync_label_studio),
+        (CHECK_RETRAINING_TASK, check_retraining),
         (TRAIN_TASK, train),
     ):
         app.task(name=name, **TASK_OPTIONS)(function)

@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import delete
 
 from core_model.errors import InvalidImageError
-from labeling_pipeline.annotations import annotation_masks
-from labeling_pipeline.fetch import FetchPolicy, ImageFetchError, fetch_task_image
-from labeling_pipeline.images import cache_image_bytes
-from labeling_pipeline.label_studio import LabelStudioClient
+from labeling_pipeline.label_studio.annotations import annotation_masks
+from labeling_pipeline.label_studio.client import LabelStudioClient
+from labeling_pipeline.label_studio.fetch import FetchPolicy, ImageFetchError, fetch_task_image
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
+from labeling_pipeline.store.images import cache_image_bytes
 from labeling_pipeline.store.models import HumanMask
 from labeling_pipeline.store.repository import add_image, get_or_create_project, replace_human_masks
 

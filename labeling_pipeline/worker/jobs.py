@@ -13,16 +13,18 @@ from typing import Any
 from celery import Celery
 
 from core_model.errors import UnSAMv2Error
-from labeling_pipeline.celery_app import (
-    PSEUDO_LABEL_QUEUE,
-    SETTINGS_KEY,
-    TRAIN_TASK,
-    TRAINING_QUEUE,
-)
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.models import PseudoLabelRun
 from labeling_pipeline.store.repository import create_job, fail_job, get_job
+from labeling_pipeline.worker.names import (
+    PSEUDO_LABEL_PROJECT_TASK,
+    PSEUDO_LABEL_QUEUE,
+    SETTINGS_KEY,
+    SYNC_PROJECT_TASK,
+    TRAIN_TASK,
+    TRAINING_QUEUE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def submit_pseudo_label_run(
         run.output_dir = str(Path(settings.pseudo_labels_dir) / f"run-{run.id:05d}")
         job_id, run_id = job.id, run.id
     return _send(
-        app, store, job_id, "unsamv2.pseudo_label_project", [job_id, run_id], PSEUDO_LABEL_QUEUE
+        app, store, job_id, PSEUDO_LABEL_PROJECT_TASK, [job_id, run_id], PSEUDO_LABEL_QUEUE
     )
 
 
@@ -82,7 +84,7 @@ def submit_sync(app: Celery, store: Store, ls_project_id: int) -> int:
     with store.session() as session:
         job_id = create_job(session, "sync", params={"ls_project_id": ls_project_id}).id
     return _send(
-        app, store, job_id, "unsamv2.sync_project", [job_id, int(ls_project_id)], PSEUDO_LABEL_QUEUE
+        app, store, job_id, SYNC_PROJECT_TASK, [job_id, int(ls_project_id)], PSEUDO_LABEL_QUEUE
     )
 
 

@@ -17,12 +17,15 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from labeling_pipeline.settings import PipelineSettings
-
-SETTINGS_KEY = "unsamv2_settings"
-PSEUDO_LABEL_QUEUE = "pseudo_labels"
-TRAINING_QUEUE = "training"
-TRAIN_TASK = "unsamv2.train"
-CHECK_RETRAINING_TASK = "unsamv2.check_retraining"
+from labeling_pipeline.worker import context, tasks
+from labeling_pipeline.worker.names import (
+    CHECK_RETRAINING_TASK,
+    PSEUDO_LABEL_QUEUE,
+    QUEUES,
+    SETTINGS_KEY,
+    TRAIN_TASK,
+    TRAINING_QUEUE,
+)
 
 
 def broker_config(settings: PipelineSettings) -> dict[str, Any]:
@@ -68,8 +71,6 @@ def create_celery_app(settings: PipelineSettings, *, name: str = "unsamv2") -> C
 
     The settings are kept in ``app.conf[SETTINGS_KEY]`` for the tasks.
     """
-    from labeling_pipeline import tasks, worker_context
-
     app = Celery(name)
     app.conf.update(
         **broker_config(settings),
@@ -77,10 +78,7 @@ def create_celery_app(settings: PipelineSettings, *, name: str = "unsamv2") -> C
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=PSEUDO_LABEL_QUEUE,
-        task_queues=[
-            Queue(name, Exchange(name), routing_key=name)
-            for name in (PSEUDO_LABEL_QUEUE, TRAINING_QUEUE)
-        ],
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         task_default_exchange=PSEUDO_LABEL_QUEUE,
         task_default_routing_key=PSEUDO_LABEL_QUEUE,
         task_routes={TRAIN_TASK: {"queue": TRAINING_QUEUE}},
@@ -100,5 +98,5 @@ def create_celery_app(settings: PipelineSettings, *, name: str = "unsamv2") -> C
     )
     app.conf[SETTINGS_KEY] = settings
     tasks.register(app)
-    worker_context.connect_signals()
+    context.connect_signals()
     return app

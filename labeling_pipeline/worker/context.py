@@ -12,6 +12,7 @@ from typing import Any
 
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
+from labeling_pipeline.worker.names import SETTINGS_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def store_for(settings: PipelineSettings) -> Store:
 @functools.lru_cache(maxsize=2)
 def get_feature_extractor(spec: str, device: str) -> Any:
     """Return this process's feature extractor for a spec (`color`, `dinov3:PATH`, ...)."""
-    from labeling_pipeline.pseudo_labels.features import build_feature_extractor
+    from labeling_pipeline.pseudo_labels.extractors import build_feature_extractor
 
     return build_feature_extractor(spec, device=device)
 
@@ -38,8 +39,6 @@ def get_feature_extractor(spec: str, device: str) -> Any:
 def _after_fork(**_: Any) -> None:
     """Drop anything inherited from the parent; limit torch threads per child."""
     from celery import current_app
-
-    from labeling_pipeline.celery_app import SETTINGS_KEY
 
     get_store.cache_clear()
     get_feature_extractor.cache_clear()

@@ -1,0 +1,1 @@
+"""Model files: base checkpoints (download, import, verify) and published model versions."""

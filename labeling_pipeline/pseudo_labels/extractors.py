@@ -1,0 +1,52 @@
+"""Build a feature extractor from a spec (``color[:PATCH]``, ``dinov3:PATH``, ``dinov2:PATH``).
+
+The factory lives apart from `features` (the shared types) so that the extractors can import the
+types without an import cycle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from labeling_pipeline.pseudo_labels.color_features import ColorTextureExtractor
+from labeling_pipeline.pseudo_labels.errors import FeatureExtractorError
+from labeling_pipeline.pseudo_labels.features import FeatureExtractor
+
+
+def build_feature_extractor(
+    spec: str, *, device: str = "cpu", long_side: int | None = None
+) -> FeatureExtractor:
+    """Build an extractor from a spec: ``color[:PATCH]``, ``dinov3:PATH`` or ``dinov2:PATH``.
+
+    Args:
+        spec: ``color[:PATCH]`` (weight-free), ``dinov3:PATH`` or ``dinov2:PATH``
+            (a local transformers folder).
+        device: Torch device for the transformers models ("cpu", "cuda", "cuda:1", ...).
+        long_side: Resize target of the long side; defaults to 768 for DINO and 384 for color.
+
+    Raises:
+        FeatureExtractorError: unknown kind, missing path, or a folder that cannot be loaded.
+    """
+    kind, _, argument = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "color":
+        patch = 8
+        if argument:
+            try:
+                patch = int(argument)
+            except ValueError:
+                raise FeatureExtractorError(
+                    f"color patch size must be an integer, got {argument!r}"
+                ) from None
+        return ColorTextureExtractor(patch_size=patch, long_side=long_side or 384)
+    if kind in ("dinov2", "dinov3"):
+        if not argument:
+            raise FeatureExtractorError(f"{kind} needs a weights folder: {kind}:PATH")
+        from labeling_pipeline.pseudo_labels.dino_features import load_dino_extractor
+
+        return load_dino_extractor(
+            kind, Path(argument).expanduser(), device=device, long_side=long_side or 768
+        )
+    raise FeatureExtractorError(
+        f"unknown feature extractor {spec!r}: use color, dinov3:PATH or dinov2:PATH"
+    )
