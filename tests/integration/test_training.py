@@ -21,6 +21,7 @@ from core_model.masks import decode_coco_rle, encode_coco_rle
 from core_model.predictor import GranularityPredictor
 from core_model.types import Prompts
 from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scene
+from labeling_pipeline.pseudo_labels.extractors import build_feature_extractor
 from labeling_pipeline.store import MaskRecord, Store
 from labeling_pipeline.store.images import cache_image_bytes
 from labeling_pipeline.store.models import Job, ModelVersion, TrainingRun
@@ -144,7 +145,8 @@ def test_human_masks_enter_the_divide_stage(project) -> None:
         from labeling_pipeline.store.repository import project_images
 
         images = list(project_images(s, project["project_id"]))
-    pairs = _pseudo_labels(settings, images, humans, settings.data_dir / "pl", "color", {})
+    color = build_feature_extractor("color")
+    pairs = _pseudo_labels(images, humans, settings.data_dir / "pl", color, {})
     annotations = json.loads(pairs[-1][1].read_text())["annotations"]
     human = [a for a in annotations if a.get("source") == "human"]
     assert len(human) == 1
@@ -161,11 +163,10 @@ def _trainer(project, run_dir: Path, **overrides) -> Trainer:
 
         images = list(project_images(s, project["project_id"]))
     pairs = _pseudo_labels(
-        settings,
         images,
         _human_masks(store, project["project_id"]),
         settings.data_dir / "pl",
-        "color",
+        build_feature_extractor("color"),
         {},
     )
     torch.manual_seed(0)
