@@ -32,6 +32,8 @@ class PipelineSettings:
         retrain_check_interval_s: Period of the beat entry that checks both conditions.
         visibility_timeout_s: Seconds after which Redis redelivers a message whose worker died
             (acks are late, so a killed worker's task runs again).
+        job_stale_s: A running job whose worker has not been heard from for this many seconds
+            is marked failed (its worker was probably killed).
         torch_threads: Torch threads per worker process (None: torch's default).
     """
 
@@ -49,6 +51,7 @@ class PipelineSettings:
     retrain_period_s: float = 24 * 3600.0
     retrain_check_interval_s: float = 300.0
     visibility_timeout_s: float = 3600.0
+    job_stale_s: float = 1800.0
     torch_threads: int | None = None
 
     @property

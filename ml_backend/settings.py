@@ -40,7 +40,12 @@ class Settings:
         cache_mb: Embedding cache size.
         max_image_pixels: Largest image accepted.
         model_poll_s: How often the backend looks for a newly published model version.
+        max_concurrent_encodes: Image encoder runs at once in the backend process.
+        max_queued_requests: Model calls that may wait in line before the backend answers 503.
         cvat_presets: Granularity presets served to CVAT, one interactor and one detector each.
+        max_request_bytes: Largest request body (HTTP 413 above it).
+        preannotate_deadline_s: Time one whole-image pre-annotation request (or CVAT detector
+            call) may spend decoding; the masks found by then are returned, marked partial.
     """
 
     pipeline: PipelineSettings
@@ -56,7 +61,11 @@ class Settings:
     cache_mb: int = 1024
     max_image_pixels: int = 64_000_000
     model_poll_s: float = 10.0
+    max_concurrent_encodes: int = 1
+    max_queued_requests: int = 32
     cvat_presets: tuple[Preset, ...] = DEFAULT_PRESETS
+    max_request_bytes: int = 8 * 1024 * 1024
+    preannotate_deadline_s: float = 20.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -81,6 +90,7 @@ class Settings:
                 "UNSAMV2_RETRAIN_CHECK_INTERVAL_S", 300.0, low=0.1
             ),
             visibility_timeout_s=reader.number("UNSAMV2_VISIBILITY_TIMEOUT_S", 3600.0, low=1.0),
+            job_stale_s=reader.number("UNSAMV2_JOB_STALE_S", 1800.0, low=1.0),
             torch_threads=reader.integer("UNSAMV2_TORCH_THREADS", 0, low=0) or None,
         )
         user, password = (
@@ -112,7 +122,15 @@ class Settings:
             cache_mb=reader.integer("UNSAMV2_CACHE_MB", 1024, low=0),
             max_image_pixels=reader.integer("UNSAMV2_MAX_IMAGE_PIXELS", 64_000_000, low=1),
             model_poll_s=reader.number("UNSAMV2_MODEL_POLL_S", 10.0, low=0.1),
+            max_concurrent_encodes=reader.integer("UNSAMV2_MAX_CONCURRENT_ENCODES", 1, low=1),
+            max_queued_requests=reader.integer("UNSAMV2_MAX_QUEUED_REQUESTS", 32, low=0),
             cvat_presets=reader.presets("UNSAMV2_CVAT_PRESETS"),
+            max_request_bytes=reader.integer(
+                "UNSAMV2_MAX_REQUEST_BYTES", 8 * 1024 * 1024, low=1024
+            ),
+            preannotate_deadline_s=reader.number(
+                "UNSAMV2_PREANNOTATE_DEADLINE_S", 20.0, low=0.0, high=3600.0
+            ),
         )
 
     def with_pipeline(self, **changes: object) -> Settings:

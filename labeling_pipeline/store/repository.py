@@ -8,8 +8,9 @@ rather than incremented.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -56,6 +57,24 @@ def get_or_create_project(
     elif label_config is not None:
         project.label_config = label_config
     return project
+
+
+def label_studio_project(
+    session: Session,
+    ls_project_id: int,
+    *,
+    title: str | None = None,
+    label_config: str | None = None,
+) -> Project:
+    """Return the store project of a Label Studio project, creating it if needed.
+
+    Its name is ``"<title> [ls:<id>]"`` (the one naming rule; `find_project` also accepts
+    ``ls:<id>``). A given `label_config` replaces the stored one.
+    """
+    name = f"{title or f'Label Studio project {ls_project_id}'} [ls:{ls_project_id}]"
+    return get_or_create_project(
+        session, name, ls_project_id=ls_project_id, label_config=label_config
+    )
 
 
 def find_project(session: Session, ref: str | int) -> Project:
@@ -113,6 +132,38 @@ def project_images(session: Session, project_id: int) -> Sequence[Image]:
     return session.scalars(
         select(Image).where(Image.project_id == project_id).order_by(Image.id)
     ).all()
+
+
+def get_image(session: Session, image_id: int) -> Image:
+    """Return an image or raise `NotFoundError`."""
+    image = session.get(Image, image_id)
+    if image is None:
+        raise NotFoundError(f"image {image_id} does not exist")
+    return image
+
+
+def list_projects(session: Session) -> Sequence[Project]:
+    """Every project, by id."""
+    return session.scalars(select(Project).order_by(Project.id)).all()
+
+
+def set_project_options(session: Session, project_id: int, options: Mapping[str, Any]) -> Project:
+    """Merge backend options (Label Studio's extra params) into a project's stored config."""
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFoundError(f"no project {project_id}")
+    project.config = {**(project.config or {}), **options}
+    return project
+
+
+def task_ids_by_file_name(session: Session, ls_project_id: int) -> dict[str, int]:
+    """Cached image file name (``<sha256>.<ext>``) -> Label Studio task id, for a synced project."""
+    rows = session.execute(
+        select(Image.local_path, Image.ls_task_id)
+        .join(Project, Project.id == Image.project_id)
+        .where(Project.ls_project_id == ls_project_id, Image.ls_task_id.is_not(None))
+    ).all()
+    return {Path(path).name: int(task) for path, task in rows if task is not None}
 
 
 @dataclass(frozen=True)
@@ -257,22 +308,64 @@ def get_job(session: Session, job_id: int) -> Job:
     return job
 
 
+def set_job_progress(
+    session: Session,
+    job_id: int,
+    *,
+    done: int | None = None,
+    total: int | None = None,
+    message: str | None = None,
+) -> Job:
+    """Update what a job reports: items done out of total, and a short message."""
+    job = get_job(session, job_id)
+    if done is not None:
+        job.progress_done = done
+    if total is not None:
+        job.progress_total = total
+    if message is not None:
+        job.message = message
+    return job
+
+
 def start_job(session: Session, job_id: int, *, worker_pid: int | None = None) -> Job:
-    """Mark a job running (again, after a redelivery: `attempts` counts executions)."""
+    """Mark a job running (again, after a redelivery: `attempts` counts executions).
+
+    Only an execution of the job's own task counts; a task that does part of the job's work
+    (one image of a pseudo-label run) records itself with `start_subtask`.
+    """
     job = get_job(session, job_id)
     if job.status not in FINISHED:
         job.status = "running"
     job.attempts += 1
     job.worker_pid = worker_pid
     job.started_at = job.started_at or utcnow()
+    job.updated_at = utcnow()
+    return job
+
+
+def start_subtask(session: Session, job_id: int, *, worker_pid: int | None = None) -> Job:
+    """Record that a task doing part of a job's work started (not a new attempt of the job)."""
+    job = get_job(session, job_id)
+    if job.status not in FINISHED:
+        job.status = "running"
+    job.worker_pid = worker_pid
+    job.started_at = job.started_at or utcnow()
+    job.updated_at = utcnow()
     return job
 
 
 def finish_job(
-    session: Session, job_id: int, *, result: dict[str, Any] | None = None, message: str = ""
+    session: Session,
+    job_id: int,
+    *,
+    result: dict[str, Any] | None = None,
+    message: str = "",
+    project_id: int | None = None,
 ) -> Job:
-    """Mark a job done (idempotent)."""
+    """Mark a job done (idempotent); `project_id` records the project it turned out to concern."""
     job = get_job(session, job_id)
+    if project_id is not None:
+        job.project_id = project_id
     job.status = "done"
     job.result = dict(result or job.result)
     job.message = message or job.message
@@ -315,6 +408,7 @@ def job_as_dict(job: Job) -> dict[str, Any]:
         "result": job.result,
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
+        "updated_at": iso(job.updated_at),
         "finished_at": iso(job.finished_at),
     }
 
@@ -340,6 +434,20 @@ def record_pseudo_label_image(
         session.add(row)
     row.status, row.json_path, row.num_masks, row.error = status, json_path, num_masks, error
     row.finished_at = utcnow()
+    session.flush()
+
+
+def start_pseudo_label_image(session: Session, run_id: int, image_id: int) -> None:
+    """Show an image of a run as being worked on (status "running"; not counted as progress)."""
+    row = session.scalar(
+        select(PseudoLabelImage).where(
+            PseudoLabelImage.run_id == run_id, PseudoLabelImage.image_id == image_id
+        )
+    )
+    if row is None:
+        session.add(PseudoLabelImage(run_id=run_id, image_id=image_id, status="running"))
+    elif row.status != "done":
+        row.status = "running"
     session.flush()
 
 
@@ -384,6 +492,21 @@ def add_model_version_and_point(
     else:
         pointer.model_version_id = version.id
         pointer.updated_at = utcnow()
+    return version
+
+
+def find_model_version(session: Session, name: str) -> ModelVersion:
+    """Return the version called `name` (``"current"``: the one the pointer names).
+
+    Raises:
+        NotFoundError: no such version.
+    """
+    if name == "current":
+        version = current_model_version(session)
+    else:
+        version = session.scalar(select(ModelVersion).where(ModelVersion.name == name))
+    if version is None:
+        raise NotFoundError(f"no model version {name!r} (see `unsamv2 models list`)")
     return version
 
 

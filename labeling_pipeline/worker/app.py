@@ -20,12 +20,14 @@ from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.worker import context, tasks
 from labeling_pipeline.worker.names import (
     CHECK_RETRAINING_TASK,
+    FAIL_LOST_JOBS_TASK,
     PSEUDO_LABEL_QUEUE,
     QUEUES,
     SETTINGS_KEY,
     TRAIN_TASK,
     TRAINING_QUEUE,
 )
+from labeling_pipeline.worker.watchdog import check_interval_s
 
 
 def broker_config(settings: PipelineSettings) -> dict[str, Any]:
@@ -92,7 +94,11 @@ def create_celery_app(settings: PipelineSettings, *, name: str = "unsamv2") -> C
             "check-retraining": {
                 "task": CHECK_RETRAINING_TASK,
                 "schedule": dt.timedelta(seconds=settings.retrain_check_interval_s),
-            }
+            },
+            "fail-lost-jobs": {
+                "task": FAIL_LOST_JOBS_TASK,
+                "schedule": dt.timedelta(seconds=check_interval_s(settings.job_stale_s)),
+            },
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )

@@ -15,8 +15,8 @@ from celery import Celery
 from core_model.errors import UnSAMv2Error
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
-from labeling_pipeline.store.models import PseudoLabelRun
 from labeling_pipeline.store.repository import create_job, fail_job, get_job
+from labeling_pipeline.store.runs import create_pseudo_label_run
 from labeling_pipeline.worker.names import (
     PSEUDO_LABEL_PROJECT_TASK,
     PSEUDO_LABEL_QUEUE,
@@ -63,16 +63,14 @@ def submit_pseudo_label_run(
             project_id=project_id,
             params={"features": features, "config": config or {}},
         )
-        run = PseudoLabelRun(
-            project_id=project_id,
+        run = create_pseudo_label_run(
+            session,
+            project_id,
             job_id=job.id,
             features=features,
-            config=dict(config or {}),
-            output_dir="",
+            config=config or {},
+            output_root=Path(settings.pseudo_labels_dir),
         )
-        session.add(run)
-        session.flush()
-        run.output_dir = str(Path(settings.pseudo_labels_dir) / f"run-{run.id:05d}")
         job_id, run_id = job.id, run.id
     return _send(
         app, store, job_id, PSEUDO_LABEL_PROJECT_TASK, [job_id, run_id], PSEUDO_LABEL_QUEUE
@@ -80,7 +78,26 @@ def submit_pseudo_label_run(
 
 
 def submit_sync(app: Celery, store: Store, ls_project_id: int) -> int:
-    """Queue a Label Studio project synchronisation; return the job id."""
+    """Queue a Label Studio project synchronisation; return the job id.
+
+    Raises:
+        JobSubmitError: Label Studio is not configured (no job is created: it could only
+            fail), or the broker is unreachable.
+    """
+    settings: PipelineSettings = app.conf[SETTINGS_KEY]
+    missing = [
+        name
+        for name, value in (
+            ("LABEL_STUDIO_URL", settings.label_studio_url),
+            ("LABEL_STUDIO_API_KEY", settings.label_studio_api_key),
+        )
+        if not value
+    ]
+    if missing:
+        raise JobSubmitError(
+            f"cannot sync Label Studio project {ls_project_id}: set {' and '.join(missing)} "
+            "(for the worker too) first"
+        )
     with store.session() as session:
         job_id = create_job(session, "sync", params={"ls_project_id": ls_project_id}).id
     return _send(

@@ -7,6 +7,7 @@ re-records it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -21,21 +22,26 @@ from labeling_pipeline.label_studio.fetch import FetchPolicy
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.locks import exclusive_file_lock
-from labeling_pipeline.store.models import Image, PseudoLabelRun
 from labeling_pipeline.store.repository import (
+    NotFoundError,
     create_job,
     fail_job,
     finish_job,
-    get_job,
+    get_image,
     project_images,
     record_pseudo_label_image,
     recount_run_progress,
+    set_job_progress,
     start_job,
+    start_pseudo_label_image,
+    start_subtask,
 )
+from labeling_pipeline.store.runs import get_pseudo_label_run
 from labeling_pipeline.worker.context import get_feature_extractor, store_for
 from labeling_pipeline.worker.jobs import submit_training, training_available
 from labeling_pipeline.worker.names import (
     CHECK_RETRAINING_TASK,
+    FAIL_LOST_JOBS_TASK,
     PSEUDO_LABEL_IMAGE_TASK,
     PSEUDO_LABEL_PROJECT_TASK,
     SETTINGS_KEY,
@@ -43,6 +49,7 @@ from labeling_pipeline.worker.names import (
     TRAIN_TASK,
 )
 from labeling_pipeline.worker.retraining import retraining_decisions
+from labeling_pipeline.worker.watchdog import fail_lost_jobs, heartbeat_interval_s, job_heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,13 @@ def _context(task: Task) -> tuple[PipelineSettings, Store]:
     return settings, store_for(settings)
 
 
+def _heartbeat(
+    settings: PipelineSettings, store: Store, job_id: int
+) -> contextlib.AbstractContextManager[None]:
+    """Keep the job visibly alive while its task works (see `watchdog`)."""
+    return job_heartbeat(store, job_id, interval_s=heartbeat_interval_s(settings.job_stale_s))
+
+
 def _begin(store: Store, job_id: int) -> None:
     """Record an execution of the job's task (a redelivery counts as a new attempt)."""
     with store.session() as session:
@@ -71,12 +85,13 @@ def pseudo_label_project(task: Task, job_id: int, run_id: int) -> dict[str, Any]
     _, store = _context(task)
     _begin(store, job_id)
     with store.session() as session:
-        run = session.get(PseudoLabelRun, run_id)
-        if run is None:
-            fail_job(session, job_id, f"pseudo-label run {run_id} does not exist")
+        try:
+            project_id = get_pseudo_label_run(session, run_id).project_id
+        except NotFoundError as exc:
+            fail_job(session, job_id, str(exc))
             return {"images": 0}
-        image_ids = [image.id for image in project_images(session, run.project_id)]
-        get_job(session, job_id).progress_total = len(image_ids)
+        image_ids = [image.id for image in project_images(session, project_id)]
+        set_job_progress(session, job_id, total=len(image_ids))
         if not image_ids:
             finish_job(session, job_id, message="the project has no images")
             return {"images": 0}
@@ -91,15 +106,17 @@ def pseudo_label_image(task: Task, job_id: int, run_id: int, image_id: int) -> d
 
     settings, store = _context(task)
     with store.session() as session:
-        run, image = session.get(PseudoLabelRun, run_id), session.get(Image, image_id)
-        if run is None or image is None:
-            raise UnSAMv2Error(f"run {run_id} or image {image_id} does not exist")
+        run, image = get_pseudo_label_run(session, run_id), get_image(session, image_id)
         image_path, out_dir = Path(image.local_path), Path(run.output_dir)
         features, config = run.features, dict(run.config)
-        start_job(session, job_id, worker_pid=os.getpid())
+        start_subtask(session, job_id, worker_pid=os.getpid())  # not a new attempt of the job
+        start_pseudo_label_image(session, run_id, image_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with exclusive_file_lock(out_dir / f".{image_id}.lock"):
+        with (
+            _heartbeat(settings, store, job_id),
+            exclusive_file_lock(out_dir / f".{image_id}.lock"),
+        ):
             extractor = get_feature_extractor(features, settings.device)
             outcome = pseudo_label_image_file(
                 image_path,
@@ -139,17 +156,17 @@ def sync_label_studio(task: Task, job_id: int, ls_project_id: int) -> dict[str, 
 
     def progress(done: int, total: int) -> None:
         with store.session() as session:
-            job = get_job(session, job_id)
-            job.progress_done, job.progress_total = done, total
+            set_job_progress(session, job_id, done=done, total=total)
 
     try:
         client = LabelStudioClient(
             settings.label_studio_url or "", settings.label_studio_api_key or ""
         )
         policy = FetchPolicy(allowed_hosts=frozenset({client.host}))
-        result = sync_project(
-            settings, store, ls_project_id, client=client, policy=policy, on_progress=progress
-        )
+        with _heartbeat(settings, store, job_id):
+            result = sync_project(
+                settings, store, ls_project_id, client=client, policy=policy, on_progress=progress
+            )
     except LabelStudioError as exc:
         if exc.status is None and task.request.retries < 3:  # unreachable: try again later
             raise task.retry(exc=exc, countdown=30 * 2**task.request.retries) from exc
@@ -157,8 +174,7 @@ def sync_label_studio(task: Task, job_id: int, ls_project_id: int) -> dict[str, 
             fail_job(session, job_id, str(exc))
         return {"error": str(exc)}
     with store.session() as session:
-        job = finish_job(session, job_id, result=result.as_dict())
-        job.project_id = result.project_id
+        finish_job(session, job_id, result=result.as_dict(), project_id=result.project_id)
     return result.as_dict()
 
 
@@ -202,12 +218,13 @@ def train(task: Task, job_id: int) -> dict[str, Any]:
 
     settings, store = _context(task)
     try:
-        return train_project(
-            settings,
-            store,
-            job_id,
-            extractor_for=lambda spec: get_feature_extractor(spec, settings.device),
-        )
+        with _heartbeat(settings, store, job_id):
+            return train_project(
+                settings,
+                store,
+                job_id,
+                extractor_for=lambda spec: get_feature_extractor(spec, settings.device),
+            )
     except UnSAMv2Error as exc:
         with store.session() as session:
             fail_job(session, job_id, str(exc))
@@ -222,5 +239,6 @@ def register(app: Celery) -> None:
         (SYNC_PROJECT_TASK, sync_label_studio),
         (CHECK_RETRAINING_TASK, check_retraining),
         (TRAIN_TASK, train),
+        (FAIL_LOST_JOBS_TASK, fail_lost_jobs),
     ):
         app.task(name=name, **TASK_OPTIONS)(function)

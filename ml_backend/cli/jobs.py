@@ -55,6 +55,13 @@ def _store() -> Any:
     return settings, Store(settings.pipeline.resolved_database_url)
 
 
+def _fail_lost_jobs(settings: Any, store: Any) -> None:
+    """Mark failed the running jobs whose worker went silent (as the beat entry does)."""
+    from labeling_pipeline.worker.watchdog import fail_lost
+
+    fail_lost(settings.pipeline, store)
+
+
 def _print_jobs(rows: list[dict[str, Any]]) -> None:
     print(f"{'id':>5} {'kind':<14} {'status':<8} {'progress':>10} {'tries':>5}  message")
     for r in rows:
@@ -69,7 +76,8 @@ def run_list(args: argparse.Namespace) -> int:
     """List recent jobs."""
     from labeling_pipeline.store.repository import job_as_dict, list_jobs
 
-    _, store = _store()
+    settings, store = _store()
+    _fail_lost_jobs(settings, store)
     with store.session() as session:
         rows = [job_as_dict(j) for j in list_jobs(session, limit=args.limit)]
     if args.json:
@@ -83,7 +91,8 @@ def run_show(args: argparse.Namespace) -> int:
     """Show one job as JSON."""
     from labeling_pipeline.store.repository import get_job, job_as_dict
 
-    _, store = _store()
+    settings, store = _store()
+    _fail_lost_jobs(settings, store)
     with store.session() as session:
         print(json.dumps(job_as_dict(get_job(session, args.job_id)), indent=2))
     return 0
@@ -93,9 +102,10 @@ def run_wait(args: argparse.Namespace) -> int:
     """Poll a job until it is done (0) or failed (1)."""
     from labeling_pipeline.store.repository import get_job, job_as_dict
 
-    _, store = _store()
+    settings, store = _store()
     deadline = time.monotonic() + args.timeout
     while True:
+        _fail_lost_jobs(settings, store)
         with store.session() as session:
             row = job_as_dict(get_job(session, args.job_id))
         if row["status"] in _FINISHED or time.monotonic() > deadline:

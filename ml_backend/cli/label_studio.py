@@ -14,7 +14,10 @@ def add_parser(subparsers: Any) -> None:
         "--labels", default="Object", help="comma-separated labels, e.g. Car,Person"
     )
     config.add_argument(
-        "--levels", default="0.2,0.5,1.0", help="comma-separated granularity levels in [0.1, 1.0]"
+        "--levels",
+        type=parse_levels,
+        default="0.2,0.5,1.0",
+        help="comma-separated granularity levels in [0.1, 1.0]",
     )
     config.set_defaults(run=run_config)
 
@@ -34,18 +37,21 @@ def add_parser(subparsers: Any) -> None:
     connect.set_defaults(run=run_connect)
 
 
-def _floats(text: str) -> list[float]:
+def parse_levels(text: str) -> list[float]:
+    """Parse comma-separated granularity levels, e.g. ``0.2,0.5,1.0``."""
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"levels must be numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"levels must be comma-separated numbers, got {text!r}"
+        ) from None
 
 
 def run_config(args: argparse.Namespace) -> int:
     """Print the config."""
     from ml_backend.label_studio.label_config import build_label_config
 
-    print(build_label_config(args.labels.split(","), _floats(args.levels)), end="")
+    print(build_label_config(args.labels.split(","), args.levels), end="")
     return 0
 
 

@@ -64,6 +64,7 @@ def run_train(args: argparse.Namespace) -> int:
     from labeling_pipeline.store.repository import create_job, find_project
     from labeling_pipeline.training.config import TrainConfig
     from labeling_pipeline.training.project import base_checkpoint, train_project
+    from labeling_pipeline.worker.watchdog import heartbeat_interval_s, job_heartbeat
 
     settings, store = _settings_and_store()
     config = dict(args.settings)
@@ -80,13 +81,15 @@ def run_train(args: argparse.Namespace) -> int:
             params={"reason": "unsamv2 train", "config": config, "features": args.features},
         ).id
     print(f"training job {job_id} (progress: `unsamv2 jobs show {job_id}`)", flush=True)
-    summary = train_project(
-        settings,
-        store,
-        job_id,
-        extractor_for=lambda spec: build_feature_extractor(spec, device=settings.device),
-        show_progress=True,
-    )
+    interval_s = heartbeat_interval_s(settings.job_stale_s)
+    with job_heartbeat(store, job_id, interval_s=interval_s):  # alive while this process works
+        summary = train_project(
+            settings,
+            store,
+            job_id,
+            extractor_for=lambda spec: build_feature_extractor(spec, device=settings.device),
+            show_progress=True,
+        )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -98,7 +101,13 @@ def run_list(args: argparse.Namespace) -> int:
     _, store = _settings_and_store()
     with store.session() as session:
         current = current_model_version(session)
-        for version in list_model_versions(session):
+        versions = list_model_versions(session)
+        if not versions:
+            print(
+                "no model versions published yet (`unsamv2 train --project P` or a training "
+                "job publishes one; until then the backend serves the base checkpoint)"
+            )
+        for version in versions:
             mark = "*" if current is not None and version.id == current.id else " "
             print(
                 f"{mark} {version.name}  {version.model}  {version.created_at:%Y-%m-%d %H:%M}  "
@@ -109,23 +118,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Build a version and save it in the official layout."""
-    from sqlalchemy import select
-
     from core_model.build import build_model
     from core_model.checkpoint import save_official_checkpoint
     from labeling_pipeline.model_files.registry import CHECKPOINT_FILE
-    from labeling_pipeline.store import NotFoundError
-    from labeling_pipeline.store.models import ModelVersion
-    from labeling_pipeline.store.repository import current_model_version
+    from labeling_pipeline.store.repository import find_model_version
 
     settings, store = _settings_and_store()
     with store.session() as session:
-        if args.name == "current":
-            version = current_model_version(session)
-        else:
-            version = session.scalar(select(ModelVersion).where(ModelVersion.name == args.name))
-        if version is None:
-            raise NotFoundError(f"no model version {args.name!r} (see `unsamv2 models list`)")
+        version = find_model_version(session, args.name)
         model_name, checkpoint = version.model, Path(version.path) / CHECKPOINT_FILE
     model = build_model(model_name, checkpoint, device=settings.device)
     save_official_checkpoint(model, args.out)
