@@ -26,6 +26,9 @@ _WIDTHS = (3, 4, 8, 16)
 _MAX_CHUNK = 1 << 16
 _HEADER_CODES = (7, 2, 3, 7, 15)  # word size 8 -> 7; widths 3, 4, 8, 16 -> width - 1
 _HEADER_BITS = (5, 4, 4, 4, 4)
+MAX_BRUSH_PIXELS = (1 << 32) // 4 - 1
+"""Largest mask (H * W) the format can describe: the header counts H * W * 4 values in 32 bits
+(a larger mask would silently wrap the count and decode as garbage)."""
 
 
 def _runs(flat: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
@@ -79,11 +82,17 @@ def encode_brush_rle(mask: npt.NDArray[np.uint8] | npt.NDArray[np.bool_]) -> lis
         The RLE bytes as a list of ints 0-255, identical to the SDK's `mask2rle(mask)`.
 
     Raises:
-        InvalidMaskError: not a 2-D bool/uint8 array, or empty.
+        InvalidMaskError: not a 2-D bool/uint8 array, empty, or more than `MAX_BRUSH_PIXELS`
+            pixels (the format's 32-bit value count cannot describe it).
     """
     array = np.asarray(mask)
     if array.ndim != 2 or array.size == 0:
         raise InvalidMaskError(f"mask must be a non-empty 2-D array, got shape {array.shape}")
+    if array.size > MAX_BRUSH_PIXELS:
+        raise InvalidMaskError(
+            f"a {array.shape[0]}x{array.shape[1]} mask has more than {MAX_BRUSH_PIXELS} pixels, "
+            "which Label Studio brush RLE cannot describe"
+        )
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * np.uint8(255)
     elif array.dtype != np.uint8:

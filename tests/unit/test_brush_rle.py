@@ -119,3 +119,19 @@ def test_encoder_matches_the_sdk_on_random_run_structures(seed: int) -> None:
     flat = np.repeat(values, runs)[: h * w].astype(np.uint8)
     mask = np.resize(flat, (h, w))
     assert encode_brush_rle(mask) == sdk_encode(mask)
+
+
+@pytest.mark.parametrize("shape", [(32768, 32768), (33000, 33000), (1, 2**30)])
+def test_encode_refuses_masks_whose_value_count_overflows_the_header(shape) -> None:
+    # a read-only broadcast view: the check must fire before any pixel is touched
+    huge = np.broadcast_to(np.zeros((1, 1), np.uint8), shape)
+    with pytest.raises(InvalidMaskError, match="cannot describe"):
+        encode_brush_rle(huge)
+
+
+def test_header_counts_the_largest_accepted_shape_exactly() -> None:
+    from core_model.masks.brush import MAX_BRUSH_PIXELS
+
+    assert MAX_BRUSH_PIXELS * 4 < 2**32 <= (MAX_BRUSH_PIXELS + 1) * 4
+    rle = encode_brush_rle(np.zeros((3, 5), np.uint8))
+    assert int.from_bytes(bytes(rle[:4]), "big") == 3 * 5 * 4
