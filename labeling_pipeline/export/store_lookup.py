@@ -11,15 +11,16 @@ the import maps back to their Label Studio tasks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-
-from sqlalchemy import select
 
 from labeling_pipeline.export.predictions import RecordPredicted
 from labeling_pipeline.export.records import GranularityMap, GranularitySource
 from labeling_pipeline.store import Store
-from labeling_pipeline.store.models import HumanMask, Image, Project
-from labeling_pipeline.store.repository import prediction_granularities, record_predictions
+from labeling_pipeline.store.masks import annotation_granularities
+from labeling_pipeline.store.repository import (
+    prediction_granularities,
+    record_predictions,
+    task_ids_by_file_name,
+)
 
 
 def store_granularities(store: Store) -> GranularitySource:
@@ -35,14 +36,7 @@ def store_granularities(store: Store) -> GranularitySource:
                 (None, region): value
                 for region, value in prediction_granularities(session, ls_task_id).items()
             }
-            rows = session.execute(
-                select(HumanMask.annotation_id, HumanMask.region_id, HumanMask.granularity).where(
-                    HumanMask.ls_task_id == ls_task_id, HumanMask.granularity.is_not(None)
-                )
-            ).all()
-        known.update(
-            {(annotation, region): float(value) for annotation, region, value in rows if value}
-        )
+            known.update(annotation_granularities(session, ls_task_id))
         return known
 
     return lookup
@@ -51,12 +45,7 @@ def store_granularities(store: Store) -> GranularitySource:
 def store_task_names(store: Store, ls_project_id: int) -> dict[str, int]:
     """Return cached image file name (``<sha256>.<ext>``) -> task id for a synced project."""
     with store.session() as session:
-        rows = session.execute(
-            select(Image.local_path, Image.ls_task_id)
-            .join(Project, Project.id == Image.project_id)
-            .where(Project.ls_project_id == ls_project_id, Image.ls_task_id.is_not(None))
-        ).all()
-    return {Path(path).name: int(task) for path, task in rows if task is not None}
+        return task_ids_by_file_name(session, ls_project_id)
 
 
 def store_prediction_recorder(

@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete
-
 from core_model.errors import InvalidImageError
 from labeling_pipeline.label_studio.annotations import annotation_masks
 from labeling_pipeline.label_studio.client import LabelStudioClient
@@ -22,8 +20,8 @@ from labeling_pipeline.label_studio.fetch import FetchPolicy, ImageFetchError, f
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.images import cache_image_bytes
-from labeling_pipeline.store.models import HumanMask
-from labeling_pipeline.store.repository import add_image, get_or_create_project, replace_human_masks
+from labeling_pipeline.store.masks import delete_other_annotations
+from labeling_pipeline.store.repository import add_image, label_studio_project, replace_human_masks
 
 logger = logging.getLogger(__name__)
 
@@ -147,11 +145,8 @@ def sync_project(
     label_config = record.get("label_config")
     title = str(record.get("title") or "project")
     with store.session() as session:
-        project = get_or_create_project(
-            session,
-            f"{title} [ls:{ls_project_id}]",
-            ls_project_id=ls_project_id,
-            label_config=label_config,
+        project = label_studio_project(
+            session, ls_project_id, title=title, label_config=label_config
         )
         project_id = project.id
     result = SyncResult(project_id=project_id)
@@ -177,14 +172,9 @@ def sync_project(
         )
         kept = _store_annotations(store, project_id, task, image_id, result)
         with store.session() as session:
-            gone = session.execute(
-                delete(HumanMask).where(
-                    HumanMask.project_id == project_id,
-                    HumanMask.ls_task_id == int(task["id"]),
-                    HumanMask.annotation_id.not_in(kept or {-1}),
-                )
+            result.removed_annotations += delete_other_annotations(
+                session, project_id, int(task["id"]), kept
             )
-            result.removed_annotations += int(gone.rowcount or 0)  # type: ignore[attr-defined]
         if on_progress is not None:
             on_progress(done, len(tasks))
     logger.info("synced Label Studio project %s: %s", ls_project_id, result.as_dict())

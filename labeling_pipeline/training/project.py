@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import select
 
 from core_model.masks import decode_coco_rle
 from labeling_pipeline.model_files.registry import ModelRegistry
@@ -24,14 +21,17 @@ from labeling_pipeline.model_files.weights import find_checkpoint
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.locks import exclusive_file_lock
-from labeling_pipeline.store.models import HumanMask, Image, TrainingRun
+from labeling_pipeline.store.masks import human_masks_by_image
+from labeling_pipeline.store.models import HumanMask, Image
 from labeling_pipeline.store.repository import (
     fail_job,
     finish_job,
     get_job,
     project_images,
+    set_job_progress,
     start_job,
 )
+from labeling_pipeline.store.runs import finish_training_run, training_run_for_job
 from labeling_pipeline.training.config import TrainConfig
 from labeling_pipeline.training.data import TrainingDataError, TrainingImage, training_images
 from labeling_pipeline.training.loop import Trainer
@@ -61,19 +61,6 @@ def base_checkpoint(settings: PipelineSettings) -> Path:
             "download/import one with `unsamv2 weights`"
         )
     return found
-
-
-def _human_masks(store: Store, project_id: int) -> dict[int, list[HumanMask]]:
-    """Accepted masks per image id (joined by image id, else by Label Studio task id)."""
-    with store.session() as session:
-        images = {i.ls_task_id: i.id for i in project_images(session, project_id) if i.ls_task_id}
-        rows = session.scalars(select(HumanMask).where(HumanMask.project_id == project_id)).all()
-        by_image: dict[int, list[HumanMask]] = defaultdict(list)
-        for row in rows:
-            image_id = row.image_id or images.get(row.ls_task_id)
-            if image_id is not None:
-                by_image[image_id].append(row)
-        return by_image
 
 
 def _pseudo_labels(
@@ -158,12 +145,7 @@ def _train_job(
             return dict(job.result)
         job = start_job(session, job_id)
         project_id, params = job.project_id, dict(job.params or {})
-        run = session.scalar(select(TrainingRun).where(TrainingRun.job_id == job_id))
-        if run is None:
-            run = TrainingRun(project_id=project_id, job_id=job_id)
-            session.add(run)
-            session.flush()
-        run_id = run.id
+        run_id = training_run_for_job(session, job_id, project_id).id
         if project_id is None:
             raise TrainingDataError("the training job names no project")
         images = list(project_images(session, project_id))
@@ -209,7 +191,8 @@ def _train_locked(
         job = get_job(session, job_id)
         if job.status == "done":
             return dict(job.result)
-    humans = _human_masks(store, project_id)
+    with store.session() as session:
+        humans = human_masks_by_image(session, project_id)
     pairs = _pseudo_labels(
         images,
         humans,
@@ -224,9 +207,9 @@ def _train_locked(
     def progress(step: int, total: int, loss: float) -> None:
         if step % every == 0 or step == total:
             with store.session() as session:
-                job = get_job(session, job_id)
-                job.progress_done, job.progress_total = step, total
-                job.message = f"loss {loss:.4f}"
+                set_job_progress(
+                    session, job_id, done=step, total=total, message=f"loss {loss:.4f}"
+                )
 
     result = Trainer(
         model, data, config, run_dir=run_dir, show_progress=show_progress, on_step=progress
@@ -259,9 +242,13 @@ def _train_locked(
         "loss_last": result.metrics["loss_last"],
     }
     with store.session() as session:
-        run = session.get(TrainingRun, run_id)
-        assert run is not None
-        run.metrics, run.human_masks_used = result.metrics, used
-        run.model_version_id, run.config = version.id, config.to_dict()
+        finish_training_run(
+            session,
+            run_id,
+            metrics=result.metrics,
+            human_masks_used=used,
+            model_version_id=version.id,
+            config=config.to_dict(),
+        )
         finish_job(session, job_id, result=summary)
     return summary

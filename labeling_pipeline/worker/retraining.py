@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labeling_pipeline.store.models import Job, Project, TrainingRun
-from labeling_pipeline.store.repository import count_human_masks
+from labeling_pipeline.store.models import Project
+from labeling_pipeline.store.repository import count_human_masks, list_projects
+from labeling_pipeline.store.runs import last_training_run, training_active
 
 
 @dataclass(frozen=True)
@@ -29,17 +29,6 @@ class RetrainDecision:
     new_masks: int
 
 
-def _training_active(session: Session, project_id: int) -> bool:
-    active = session.scalar(
-        select(Job.id)
-        .where(
-            Job.project_id == project_id, Job.kind == "train", Job.status.in_(("queued", "running"))
-        )
-        .limit(1)
-    )
-    return active is not None
-
-
 def decide(
     session: Session,
     project: Project,
@@ -49,17 +38,12 @@ def decide(
     now: dt.datetime,
 ) -> RetrainDecision:
     """Decide for one project (see module docstring); never due while a run is active."""
-    last = session.scalar(
-        select(TrainingRun)
-        .where(TrainingRun.project_id == project.id)
-        .order_by(TrainingRun.created_at.desc())
-        .limit(1)
-    )
+    last = last_training_run(session, project.id)
     since = last.created_at if last is not None else None
     new = count_human_masks(session, project.id, since=since)
     if new == 0:
         return RetrainDecision(project.id, False, "no new accepted masks", 0)
-    if _training_active(session, project.id):
+    if training_active(session, project.id):
         return RetrainDecision(
             project.id, False, "a training run is already queued or running", new
         )
@@ -80,7 +64,7 @@ def retraining_decisions(
     session: Session, *, min_new_masks: int, period_s: float, now: dt.datetime
 ) -> list[RetrainDecision]:
     """Decide for every project."""
-    projects = session.scalars(select(Project).order_by(Project.id)).all()
+    projects = list_projects(session)
     return [
         decide(session, p, min_new_masks=min_new_masks, period_s=period_s, now=now)
         for p in projects

@@ -24,11 +24,13 @@ from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scene
 from labeling_pipeline.pseudo_labels.extractors import build_feature_extractor
 from labeling_pipeline.store import MaskRecord, Store
 from labeling_pipeline.store.images import cache_image_bytes
+from labeling_pipeline.store.masks import human_masks_by_image
 from labeling_pipeline.store.models import Job, ModelVersion, TrainingRun
 from labeling_pipeline.store.repository import (
     add_image,
     current_model_version,
     get_or_create_project,
+    project_images,
     replace_human_masks,
 )
 from labeling_pipeline.training.config import TrainConfig
@@ -137,13 +139,11 @@ def _job(store: Store, job_id: int) -> Job:
 
 def test_human_masks_enter_the_divide_stage(project) -> None:
     """UnSAMv2+: the accepted part is in the training pseudo-labels, with a granularity."""
-    from labeling_pipeline.training.project import _human_masks, _pseudo_labels
+    from labeling_pipeline.training.project import _pseudo_labels
 
     settings, store = project["settings"], project["store"]
-    humans = _human_masks(store, project["project_id"])
     with store.session() as s:
-        from labeling_pipeline.store.repository import project_images
-
+        humans = human_masks_by_image(s, project["project_id"])
         images = list(project_images(s, project["project_id"]))
     color = build_feature_extractor("color")
     pairs = _pseudo_labels(images, humans, settings.data_dir / "pl", color, {})
@@ -155,16 +155,15 @@ def test_human_masks_enter_the_divide_stage(project) -> None:
 
 
 def _trainer(project, run_dir: Path, **overrides) -> Trainer:
-    from labeling_pipeline.training.project import _human_masks, _pseudo_labels
+    from labeling_pipeline.training.project import _pseudo_labels
 
     settings, store = project["settings"], project["store"]
     with store.session() as s:
-        from labeling_pipeline.store.repository import project_images
-
+        humans = human_masks_by_image(s, project["project_id"])
         images = list(project_images(s, project["project_id"]))
     pairs = _pseudo_labels(
         images,
-        _human_masks(store, project["project_id"]),
+        humans,
         settings.data_dir / "pl",
         build_feature_extractor("color"),
         {},

@@ -127,3 +127,17 @@ def test_library_code_never_imports_the_worker() -> None:
         if target.startswith("labeling_pipeline.worker")
     ]
     assert offenders == []
+
+
+def test_database_access_goes_through_the_store() -> None:
+    """Queries and ORM writes live in `labeling_pipeline.store`; others only name a Session."""
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for package in ("labeling_pipeline", "ml_backend")
+        for path in python_files(package)
+        if "store" not in path.relative_to(ROOT).parts
+        for name in imported_modules(path)
+        if name.split(".")[0] == "sqlalchemy"
+        and name not in ("sqlalchemy.orm", "sqlalchemy.orm.Session")
+    ]
+    assert offenders == []
