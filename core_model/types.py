@@ -19,6 +19,9 @@ from core_model.errors import GranularityError, InvalidPromptError
 if TYPE_CHECKING:
     import torch
 
+BoolMask = npt.NDArray[np.bool_]
+"""An (H, W) bool mask in image pixels, True inside."""
+
 GRANULARITY_MIN = 0.1
 GRANULARITY_MAX = 1.0
 # Values within this distance outside the range are clamped instead of rejected, so that float32
@@ -64,6 +67,17 @@ def validate_granularity(
             f"granularity must lie in [{low}, {high}] (fine parts .. whole objects), got {number}"
         )
     return min(max(number, low), high)
+
+
+def granularity_or_none(value: object) -> float | None:
+    """Return `value` as a valid granularity (see `validate_granularity`), or None if it is not.
+
+    For readers of stored or third-party data, where a bad value means "unknown", not an error.
+    """
+    try:
+        return validate_granularity(value)
+    except GranularityError:
+        return None
 
 
 def _check_finite(name: str, *values: float) -> None:

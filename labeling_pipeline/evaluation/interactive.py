@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from core_model.types import GRANULARITY_MAX, GRANULARITY_MIN, granularity_or_none
 from labeling_pipeline.evaluation.clicker import Click, Clicker, clicks_to_prompts
 from labeling_pipeline.evaluation.metrics import (
     DEFAULT_IOU_THRESHOLDS,
@@ -93,8 +94,13 @@ class InteractiveConfig:
             raise EvaluationError(
                 f"stop_iou {self.stop_iou} is below the NoC threshold {max(self.iou_thresholds)}"
             )
-        if not self.granularities or not all(0.1 <= g <= 1.0 for g in self.granularities):
-            raise EvaluationError(f"granularities must lie in [0.1, 1.0], got {self.granularities}")
+        if not self.granularities or any(
+            granularity_or_none(g) is None for g in self.granularities
+        ):
+            raise EvaluationError(
+                f"granularities must lie in [{GRANULARITY_MIN}, {GRANULARITY_MAX}], "
+                f"got {self.granularities}"
+            )
 
     @property
     def target_iou(self) -> float:

@@ -33,7 +33,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-BoolMask = npt.NDArray[np.bool_]
+from core_model.types import BoolMask
+
 SHAPES = ("bands", "rings", "sectors", "figure")
 TEXTURES = ("flat", "stripes", "checker", "dots", "noise")
 

@@ -29,7 +29,6 @@ id in [0.1, 1.0]; otherwise unknown (None, written as JSON null).
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import Any, TextIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from core_model.masks import CocoRLE, coco_rle_bbox
+from core_model.types import granularity_or_none
 from labeling_pipeline.export.errors import ExportError
 from labeling_pipeline.label_studio.annotations import annotation_masks
 
@@ -202,9 +202,9 @@ def _region_numbers(results: Sequence[Any]) -> dict[str, float]:
     for item in results:
         if not isinstance(item, Mapping) or item.get("type") != "number":
             continue
-        value = mapping_at(item, "value").get("number")
-        if isinstance(value, (int, float)) and math.isfinite(value) and 0.1 <= value <= 1.0:
-            numbers[str(item.get("id"))] = float(value)
+        value = granularity_or_none(mapping_at(item, "value").get("number"))
+        if value is not None:
+            numbers[str(item.get("id"))] = value
     return numbers
 
 

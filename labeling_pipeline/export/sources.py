@@ -16,13 +16,13 @@ RLEs are not decoded here (they are untrusted: the importer validates them).
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core_model.types import granularity_or_none
 from labeling_pipeline.export.errors import ExportError
 from labeling_pipeline.export.reader import (
     ijson_module,
@@ -107,12 +107,8 @@ def file_kind(path: Path) -> str:
 
 
 def _granularity(value: Any, *, default: float | None) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return default
-    number = float(value)
-    if not math.isfinite(number) or not 0.1 <= number <= 1.0:
-        return default
-    return number
+    number = granularity_or_none(value)
+    return default if number is None else number
 
 
 def _categories(items: Iterable[Any]) -> dict[Any, str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core_model.errors import UnSAMv2Error
-from core_model.imageio import DEFAULT_MAX_PIXELS
+from core_model.imageio import MAX_IMAGE_PIXELS
 from labeling_pipeline.pseudo_labels.conquer import DEFAULT_THRESHOLDS
 from labeling_pipeline.pseudo_labels.ncut import NCutConfig
 from labeling_pipeline.pseudo_labels.refine import RefineConfig
@@ -57,7 +57,7 @@ class PseudoLabelConfig:
     nms_iou: float = 0.8
     refine: RefineConfig = field(default_factory=RefineConfig)
     max_image_side: int | None = 1024
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     blank_std: float = 2.0
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core_model.masks import decode_coco_rle, encode_coco_rle
+from core_model.types import BoolMask
 from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig
 from labeling_pipeline.pseudo_labels.conquer import merge_patches
 from labeling_pipeline.pseudo_labels.errors import ProposalError
@@ -40,7 +41,6 @@ from labeling_pipeline.pseudo_labels.relations import find_hierarchies
 
 logger = logging.getLogger(__name__)
 
-BoolMask = npt.NDArray[np.bool_]
 UNREFINED_SOURCES = ("human",)
 SOURCE_PRIORITY = {"ncut": 0, "external": 1, "human": 2}  # between near-duplicate instances
 

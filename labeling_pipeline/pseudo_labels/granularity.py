@@ -15,8 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-GRANULARITY_MIN = 0.1
-GRANULARITY_MAX = 1.0
+from core_model.types import GRANULARITY_MAX, GRANULARITY_MIN
 
 
 def granularity_from_areas(

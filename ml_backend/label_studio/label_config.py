@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from importlib import resources
 from xml.sax.saxutils import quoteattr
 
+from core_model.types import GRANULARITY_MAX, GRANULARITY_MIN, granularity_or_none
 from ml_backend.label_studio.config import LabelConfigError
 
 _PALETTE = (
@@ -53,8 +54,8 @@ def build_label_config(labels: Sequence[str], levels: Sequence[float]) -> str:
     names = [label.strip() for label in labels if label.strip()]
     if not names or len(set(names)) != len(names):
         raise LabelConfigError("give one or more distinct labels")
-    if not levels or any(not 0.1 <= level <= 1.0 for level in levels):
-        raise LabelConfigError("levels must lie in [0.1, 1.0]")
+    if not levels or any(granularity_or_none(level) is None for level in levels):
+        raise LabelConfigError(f"levels must lie in [{GRANULARITY_MIN}, {GRANULARITY_MAX}]")
     ordered = sorted(set(levels))
     colours = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(names)}
     brush = "\n".join(
