@@ -87,7 +87,24 @@ def _read(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or pickled-object files
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {_read_failure(exc)}") from exc
+
+
+def _read_failure(exc: Exception) -> str:
+    """Say in one line why `torch.load(weights_only=True)` refused a file.
+
+    torch's own message for a file holding Python objects advises loading it with
+    ``weights_only=False`` (arbitrary code execution); checkpoints are never loaded that way.
+    """
+    text = str(exc)
+    if "weights only load failed" in text.lower():
+        if "Unsupported global" in text:
+            return "it holds Python objects besides tensors, so it is not a plain weights file"
+        return "not a torch checkpoint, or damaged (its content cannot be read as weights)"
+    detail = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return f"not a torch checkpoint, or damaged ({exc.__class__.__name__}" + (
+        f": {detail})" if detail else ")"
+    )
 
 
 def _state_dict_of(obj: Any, path: Path) -> StateDict:

@@ -5,7 +5,7 @@ expected sha256 is taken from the Hugging Face mirror's file metadata when reach
 recorded at the first download (trust on first use) in ``weights/manifest.json`` and enforced
 afterwards. The official UnSAMv2 checkpoints are on Google Drive (not scriptable): download them
 in a browser, then `import_checkpoint` copies one into the weights folder after checking that it
-is an UnSAMv2 checkpoint, and records its hash.
+is an UnSAMv2 checkpoint of the right model size (`verify_checkpoint`), and records its hash.
 """
 
 from __future__ import annotations
@@ -209,8 +209,8 @@ def _fetch(
         answer = requests.get(url, headers=headers, stream=True, timeout=timeout_s)
     except requests.ConnectionError as exc:
         raise WeightsError(
-            f"cannot reach {url} (offline?): {exc.__class__.__name__}. Download the file "
-            f"elsewhere and place it at {partial.with_suffix('')}"
+            f"offline: cannot reach {url} ({exc.__class__.__name__}); download the file on "
+            f"another machine, then `unsamv2 weights import {partial.with_suffix('').stem} PATH`"
         ) from None
     except requests.RequestException as exc:
         raise WeightsError(f"download of {url} failed: {exc}") from None
@@ -231,26 +231,57 @@ def _fetch(
                 progress(done, total)
 
 
-def import_checkpoint(name: str, source: Path, weights_dir: Path) -> Path:
-    """Copy a manually downloaded checkpoint into the weights folder after checking it.
+def verify_checkpoint(name: str, source: Path) -> str:
+    """Check that a file is a checkpoint of the kind and model variant a known name stands for.
 
-    An UnSAMv2 file must hold the granularity modules; a SAM-2.1 file must not. The sha256 is
-    recorded (or checked against an earlier record).
+    The file is read as weights only (never unpickled as objects) and loaded into a freshly
+    built model of the name's variant with the strict key and shape check of
+    `core_model.checkpoint.load_checkpoint_into`, so a checkpoint of another model size, a
+    fine-tuned file of this project, or a file that is not a checkpoint at all is refused.
+
+    Returns:
+        The checkpoint kind: "official" (UnSAMv2) or "sam2".
+
+    Raises:
+        WeightsError: unknown name, missing or unreadable file, wrong kind or wrong variant,
+            with a one-line reason.
     """
-    import torch
+    from core_model.build import build_model
+    from core_model.checkpoint import load_checkpoint_into
+    from core_model.errors import CheckpointError, CheckpointMismatchError
 
     spec = spec_for(name)
     if not Path(source).is_file():
         raise WeightsError(f"{source} does not exist")
+    model = build_model(spec.variant)
     try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or not a torch file
-        raise WeightsError(f"{source} is not a readable checkpoint: {exc}") from None
-    keys = state.get("model", state) if isinstance(state, dict) else {}
-    has_granularity = any(str(k).startswith("sam_mask_decoder.gra_token") for k in keys)
-    if has_granularity != (spec.kind == "unsamv2"):
+        kind = load_checkpoint_into(model, source).kind
+    except CheckpointMismatchError as exc:
+        raise WeightsError(
+            f"{source} is not a checkpoint of {spec.name} (model {spec.variant}): {exc}"
+        ) from None
+    except CheckpointError as exc:  # unreadable: the message names the file and the reason
+        raise WeightsError(str(exc)) from None
+    wanted = "official" if spec.kind == "unsamv2" else "sam2"
+    if kind != wanted:
         what = "an UnSAMv2" if spec.kind == "unsamv2" else "a plain SAM-2.1"
-        raise WeightsError(f"{source} is not {what} checkpoint")
+        found = {
+            "official": "an UnSAMv2 checkpoint (with granularity modules)",
+            "sam2": "a plain SAM-2.1 checkpoint (no granularity modules)",
+            "finetuned": "a fine-tuned checkpoint of this project (see `unsamv2 models export`)",
+        }.get(kind, kind)
+        raise WeightsError(f"{source} is not {what} checkpoint: it is {found}")
+    return kind
+
+
+def import_checkpoint(name: str, source: Path, weights_dir: Path) -> Path:
+    """Copy a manually downloaded checkpoint into the weights folder after verifying it.
+
+    The file must be a checkpoint of the name's kind and model variant (`verify_checkpoint`).
+    The sha256 is recorded (or checked against an earlier record).
+    """
+    spec = spec_for(name)
+    verify_checkpoint(name, source)
     sha256 = file_sha256(source)
     recorded = _manifest(weights_dir).get(spec.filename, {}).get("sha256")
     if recorded and recorded != sha256:

@@ -20,7 +20,10 @@ def add_parser(subparsers: Any) -> None:
     download.add_argument("name", help="e.g. sam2.1_hiera_small")
     download.add_argument("--url", help="download from this URL instead (a mirror)")
     download.set_defaults(run=run_download)
-    importing = sub.add_parser("import", help="import a manually downloaded checkpoint")
+    importing = sub.add_parser(
+        "import",
+        help="import a manually downloaded checkpoint (verified: kind and model size)",
+    )
     importing.add_argument("name", help="unsamv2, unsamv2_plus, or a SAM-2.1 name")
     importing.add_argument("path", type=Path)
     importing.set_defaults(run=run_import)
@@ -57,14 +60,17 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    """Download with a progress bar."""
+    """Download with a progress bar (shown from the first byte on)."""
     from tqdm import tqdm
 
     from labeling_pipeline.model_files.weights import download
 
-    bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=args.name)
+    bars: list[Any] = []
 
     def progress(done: int, total: int | None) -> None:
+        if not bars:
+            bars.append(tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=args.name))
+        bar = bars[0]
         if total is not None and bar.total != total:
             bar.total = total
         bar.update(done - bar.n)
@@ -72,13 +78,14 @@ def run_download(args: argparse.Namespace) -> int:
     try:
         path = download(args.name, _weights_dir(), progress=progress, url=args.url)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     print(f"{args.name}: {path}")
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    """Check and copy a checkpoint into the weights folder."""
+    """Verify and copy a checkpoint into the weights folder."""
     from labeling_pipeline.model_files.weights import import_checkpoint
 
     path = import_checkpoint(args.name, args.path, _weights_dir())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,7 +101,18 @@ def test_offline_error_is_clear(tmp_path: Path) -> None:
         download("sam2.1_hiera_small", tmp_path, url="http://127.0.0.1:9/none.pt", timeout_s=2)
 
 
-def test_unsamv2_checkpoints_are_imported_not_downloaded(tmp_path: Path, make_tiny) -> None:
+@pytest.fixture
+def tiny_specs(monkeypatch) -> None:
+    """The UnSAMv2 and SAM-2.1 tiny names stand for the test-tiny model (no real weights here)."""
+    for name in ("unsamv2", "unsamv2_plus", "sam2.1_hiera_tiny"):
+        monkeypatch.setitem(
+            weights.WEIGHTS, name, dataclasses.replace(weights.WEIGHTS[name], variant="test-tiny")
+        )
+
+
+def test_unsamv2_checkpoints_are_imported_not_downloaded(
+    tmp_path: Path, make_tiny, tiny_specs
+) -> None:
     with pytest.raises(WeightsError, match="browser"):
         download("unsamv2_plus", tmp_path)
     model = make_tiny()
@@ -108,7 +120,7 @@ def test_unsamv2_checkpoints_are_imported_not_downloaded(tmp_path: Path, make_ti
     torch.save({"model": official_state_dict(model)}, official)
     target = import_checkpoint("unsamv2_plus", official, tmp_path / "weights")
     assert target.name == "unsamv2_plus_ckpt.pt"
-    assert find_checkpoint(tmp_path / "weights", "small") == target
+    assert find_checkpoint(tmp_path / "weights", "test-tiny") == target
     plain = tmp_path / "plain.pt"
     torch.save(
         {"model": {k: v for k, v in model.state_dict().items() if not is_granularity_key(k)}}, plain
@@ -117,3 +129,42 @@ def test_unsamv2_checkpoints_are_imported_not_downloaded(tmp_path: Path, make_ti
         import_checkpoint("unsamv2", plain, tmp_path / "weights")
     with pytest.raises(WeightsError, match="unknown checkpoint"):
         import_checkpoint("sam3", plain, tmp_path / "weights")
+
+
+def test_import_refuses_a_checkpoint_of_another_model_size(tmp_path: Path, make_tiny) -> None:
+    """A test-tiny UnSAMv2 file is not the `unsamv2` checkpoint (model small): shapes differ."""
+    official = tmp_path / "tiny_official.pt"
+    torch.save({"model": official_state_dict(make_tiny())}, official)
+    with pytest.raises(WeightsError, match=r"not a checkpoint of unsamv2 \(model small\)"):
+        import_checkpoint("unsamv2", official, tmp_path / "weights")
+    assert not (tmp_path / "weights" / "unsamv2_ckpt.pt").exists()
+
+
+def test_import_refuses_wrong_kinds_with_the_kind_found(
+    tmp_path: Path, make_tiny, tiny_specs
+) -> None:
+    official = tmp_path / "official.pt"
+    torch.save({"model": official_state_dict(make_tiny())}, official)
+    with pytest.raises(WeightsError, match="not a plain SAM-2.1 checkpoint: it is an UnSAMv2"):
+        import_checkpoint("sam2.1_hiera_tiny", official, tmp_path / "weights")
+
+
+class _NotATensor:
+    pass
+
+
+@pytest.mark.parametrize("content", ["text", "pickled objects", "empty"])
+def test_import_says_in_one_line_why_a_file_is_not_a_checkpoint(tmp_path: Path, content) -> None:
+    path = tmp_path / "file.pt"
+    if content == "text":
+        path.write_text("<html>Google Drive: virus scan warning</html>")
+    elif content == "pickled objects":
+        torch.save({"model": _NotATensor()}, path)
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(WeightsError) as info:
+        import_checkpoint("unsamv2", path, tmp_path / "weights")
+    message = str(info.value)
+    assert "\n" not in message and "weights_only" not in message and str(path) in message
+    expected = "Python objects" if content == "pickled objects" else "not a torch checkpoint"
+    assert expected in message
