@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "model.pt"
 METADATA_FILE = "metadata.json"
 _STAGING_PREFIX = ".staging-"
+#: Age (of the last change) after which a staging folder is taken as left by a killed run.
+STALE_STAGING_S = 6 * 3600.0
 
 
 class PublishError(UnSAMv2Error):
@@ -65,8 +67,15 @@ class ModelRegistry:
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
-        """Yield an empty staging folder; it is removed if the block raises."""
+        """Yield an empty staging folder; it is removed if the block raises.
+
+        Staging folders that killed runs left behind (older than `STALE_STAGING_S`) are removed
+        first; a run's own folder lives only minutes, from its checkpoint write to its publish.
+        """
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        removed = self.cleanup_staging(older_than_s=STALE_STAGING_S)
+        if removed:
+            logger.info("removed %d staging folder(s) left by interrupted runs", removed)
         path = self.models_dir / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
         path.mkdir()
         try:
@@ -140,13 +149,21 @@ class ModelRegistry:
         with self.store.session() as session:
             return current_model_version(session, scope)
 
-    def cleanup_staging(self, *, older_than_s: float = 3600.0) -> int:
-        """Remove staging folders left by crashed runs; return how many went."""
+    def cleanup_staging(self, *, older_than_s: float = STALE_STAGING_S) -> int:
+        """Remove staging folders left by crashed runs; return how many went.
+
+        A folder counts as left behind when neither it nor anything in it changed for
+        `older_than_s` seconds, so a run that is still writing its checkpoint keeps its folder.
+        """
         if not self.models_dir.is_dir():
             return 0
         removed = 0
         for path in self.models_dir.glob(f"{_STAGING_PREFIX}*"):
-            if time.time() - path.stat().st_mtime > older_than_s:
+            try:
+                changed = max(p.stat().st_mtime for p in (path, *path.iterdir()))
+            except OSError:  # removed meanwhile by another cleaner, or not a folder
+                continue
+            if time.time() - changed > older_than_s:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed

@@ -278,6 +278,3 @@ def _safe_run(
     return PseudoLabelResult(
         path, "skipped", None, reason=reason, seconds=time.perf_counter() - start
     )
-
-
-run_for_image = pseudo_label_image_file  # the name `labeling_pipeline.worker.tasks` calls

@@ -68,3 +68,21 @@ def test_stale_staging_folders_are_cleaned(registry) -> None:
     fresh.mkdir()
     assert registry.cleanup_staging(older_than_s=3600) == 1
     assert not stale.exists() and fresh.exists()
+
+
+def test_starting_a_publication_removes_folders_left_by_killed_runs(registry) -> None:
+    registry.models_dir.mkdir(parents=True)
+    dead = registry.models_dir / ".staging-killed"
+    dead.mkdir()
+    (dead / "model.pt").write_bytes(b"half written")
+    old = time.time() - 7 * 3600
+    for path in (dead / "model.pt", dead):
+        os.utime(path, (old, old))
+    writing = registry.models_dir / ".staging-writing"
+    writing.mkdir()
+    os.utime(writing, (old, old))
+    (writing / "model.pt").write_bytes(b"still being written")  # changed just now: kept
+    with registry.staging() as staging:
+        (staging / "model.pt").write_bytes(b"weights")
+        registry.publish(staging, model="test-tiny", metadata={})
+    assert not dead.exists() and writing.exists()

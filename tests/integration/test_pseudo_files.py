@@ -21,7 +21,6 @@ from labeling_pipeline.pseudo_labels import (
     pseudo_label_image_file,
     read_proposals,
 )
-from labeling_pipeline.pseudo_labels.pipeline import run_for_image
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def test_file_to_json_is_loadable_and_idempotent(scene_file: Path, tmp_path: Pat
     info = json.loads(result.json_path.read_text())["info"]
     assert info["features"] == "color" and info["config"]["nms_iou"] == 0.8
     stamp = result.json_path.stat().st_mtime_ns
-    again = run_for_image(scene_file, out, extractor=extractor, config={"nms_iou": 0.8})
+    again = pseudo_label_image_file(scene_file, out, extractor=extractor, config={"nms_iou": 0.8})
     assert again.status == "existing" and again.ok and again.num_masks == result.num_masks
     assert result.json_path.stat().st_mtime_ns == stamp
 
