@@ -134,7 +134,7 @@ def run_up(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     settings.pipeline.data_dir.mkdir(parents=True, exist_ok=True)
     Store(settings.pipeline.resolved_database_url).dispose()  # migrate once, before the children
-    base = [sys.executable, "-m", "ml_backend.cli"]
+    base = [sys.executable, "-m", "ml_backend.cli", *(["--verbose"] if args.verbose else [])]
     commands = {
         "backend": [*base, "serve"],
         "worker": [*base, "worker", "--concurrency", str(args.concurrency)],
