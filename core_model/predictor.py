@@ -17,7 +17,7 @@ import torch
 
 from core_model.cache import EmbeddingCache, LRUEmbeddingCache
 from core_model.errors import InvalidImageError, InvalidPromptError
-from core_model.modeling.unsamv2 import DecoderOutput, UnSAMv2Model
+from core_model.modeling.unsamv2 import DecoderOutput, ModelInfo, UnSAMv2Model
 from core_model.preprocess import (
     PREPROCESS_VERSION,
     check_image,
@@ -45,7 +45,7 @@ def multimask_rank(granularity: float) -> int:
 
 
 class GranularityPredictor:
-    """Click-to-mask prediction at a chosen granularity.
+    """Click-to-mask prediction at a chosen granularity (a `core_model.serving.MaskPredictor`).
 
     Args:
         model: A built `UnSAMv2Model` (see `core_model.build_model`).
@@ -79,6 +79,16 @@ class GranularityPredictor:
     def model_version(self) -> str:
         """Version string of the model's weights."""
         return self.model.info.version
+
+    @property
+    def info(self) -> ModelInfo:
+        """Where the model comes from (variant, weights version, granularity mode)."""
+        return self.model.info
+
+    @property
+    def image_size(self) -> int:
+        """Side S of the model's square input frame in pixels."""
+        return int(self.model.image_size)
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:

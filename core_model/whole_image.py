@@ -20,8 +20,8 @@ import numpy.typing as npt
 import torch
 
 from core_model.masks.geometry import masks_to_boxes_xyxy, nms_xyxy
-from core_model.predictor import GranularityPredictor
 from core_model.preprocess import to_model_frame, upsample_masks
+from core_model.serving import MaskPredictor
 from core_model.types import ImageEmbedding, as_granularity_tuple
 
 
@@ -112,7 +112,7 @@ class WholeImageSegmenter:
         config: Grid, thresholds and limits.
     """
 
-    def __init__(self, predictor: GranularityPredictor, config: WholeImageConfig | None = None):
+    def __init__(self, predictor: MaskPredictor, config: WholeImageConfig | None = None):
         self.predictor = predictor
         self.config = config or WholeImageConfig()
 
@@ -151,7 +151,7 @@ class WholeImageSegmenter:
         found: _Candidates,
     ) -> None:
         cfg, predictor = self.config, self.predictor
-        size = int(predictor.model.image_size)
+        size = predictor.image_size
         coords = to_model_frame(points, embedding.original_hw, size)[:, None, :]
         labels = torch.ones(len(points), 1, dtype=torch.int32)
         out = predictor.decode(

@@ -18,6 +18,7 @@ from labeling_pipeline.label_studio.client import LabelStudioError
 from labeling_pipeline.label_studio.fetch import ImageFetchError
 from labeling_pipeline.store import NotFoundError, StoreError
 from labeling_pipeline.worker.jobs import JobSubmitError
+from ml_backend.model_door import ModelBusyError
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (JobSubmitError, 503),
     (StoreError, 503),
     (CheckpointError, 503),
+    (ModelBusyError, 503),
 )
 
 
@@ -51,6 +53,13 @@ def status_for(exc: BaseException) -> int:
         if isinstance(exc, kind):
             return status
     return 400 if isinstance(exc, UnSAMv2Error) else 500
+
+
+def error_headers(exc: BaseException) -> dict[str, str]:
+    """Extra headers of an error answer: ``Retry-After`` when the model is busy."""
+    if isinstance(exc, ModelBusyError):
+        return {"Retry-After": str(exc.retry_after_s)}
+    return {}
 
 
 def error_body(exc: BaseException) -> tuple[dict[str, object], int]:

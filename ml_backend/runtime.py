@@ -5,7 +5,11 @@
 failed). Which weights to serve, in order: the current published model version in the store;
 the configured checkpoint; the best known checkpoint found in the weights folder. A poller
 notices a newly published version, builds it next to the serving one and swaps the reference;
-requests that already hold the old predictor finish with it.
+requests that already hold the old predictor finish with it. A file that fails to load is not
+loaded again until it changes (size or modification time); meanwhile the previous model serves.
+
+Requests get the predictor behind the process's `ModelDoor` (`predictor()`, `serving()`), so
+every encoder run and decoder call of the process waits in one first-come first-served line.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from core_model.errors import UnSAMv2Error
+from core_model.serving import MaskPredictor
 from labeling_pipeline.model_files.registry import CHECKPOINT_FILE
 from labeling_pipeline.model_files.weights import find_checkpoint
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.repository import current_model_version
+from ml_backend.model_door import GatedPredictor, ModelDoor
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +77,17 @@ def choose_weights(settings: PipelineSettings, store: Store | None) -> WeightsCh
     )
 
 
+def _file_signature(path: Path) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, or None if it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 class ModelRuntime:
-    """Holds the predictor of this process.
+    """Holds the predictor of this process, behind the process's `ModelDoor`.
 
     Args:
         settings: Pipeline settings (model, checkpoint, device, weights folder).
@@ -80,6 +95,10 @@ class ModelRuntime:
         make_predictor: Builds a predictor for a `WeightsChoice` (default: `build_model` +
             `GranularityPredictor` with the given cache size).
         poll_s: Interval of the published-version poller (0 disables it).
+        cache_bytes: Embedding cache size of the default predictor.
+        max_image_pixels: Largest image the default predictor accepts.
+        door: The process's door to the model (default: one encoder run at a time, 32 waiting
+            calls at most).
     """
 
     def __init__(
@@ -87,24 +106,29 @@ class ModelRuntime:
         settings: PipelineSettings,
         *,
         store: Store | None = None,
-        make_predictor: Callable[[WeightsChoice], Any] | None = None,
+        make_predictor: Callable[[WeightsChoice], MaskPredictor] | None = None,
         poll_s: float = 10.0,
         cache_bytes: int = 1 << 30,
         max_image_pixels: int = 64_000_000,
+        door: ModelDoor | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.poll_s = poll_s
+        self.door = door or ModelDoor()
         self._make = make_predictor or self._default_maker(cache_bytes, max_image_pixels)
         self._lock = threading.Lock()
-        self._predictor: Any = None
+        self._predictor: GatedPredictor | None = None
         self._choice: WeightsChoice | None = None
+        self._failed: tuple[WeightsChoice, tuple[int, int] | None] | None = None
         self._state, self._reason = "loading", "the model is loading"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _default_maker(self, cache_bytes: int, max_pixels: int) -> Callable[[WeightsChoice], Any]:
-        def make(choice: WeightsChoice) -> Any:
+    def _default_maker(
+        self, cache_bytes: int, max_pixels: int
+    ) -> Callable[[WeightsChoice], MaskPredictor]:
+        def make(choice: WeightsChoice) -> MaskPredictor:
             from core_model.build import build_model
             from core_model.cache import LRUEmbeddingCache
             from core_model.predictor import GranularityPredictor
@@ -135,7 +159,11 @@ class ModelRuntime:
                 return
 
     def refresh(self) -> None:
-        """Load the chosen weights if they differ from the serving ones (never raises)."""
+        """Load the chosen weights if they differ from the serving ones (never raises).
+
+        A failed load keeps the serving model (if any) and is not retried until the file
+        changes or other weights are chosen.
+        """
         try:
             choice = choose_weights(self.settings, self.store)
         except ModelUnavailableError as exc:
@@ -147,17 +175,21 @@ class ModelRuntime:
             return
         if choice == self._choice:
             return
+        signature = _file_signature(choice.checkpoint)
+        if self._failed == (choice, signature):
+            return  # the same broken file: wait until it changes
         logger.info("loading model %s from %s (%s)", choice.model, choice.checkpoint, choice.source)
         try:
             predictor = self._make(choice)
         except Exception as exc:  # any load failure is reported, not raised, in a server
             logger.error("cannot load %s: %s", choice.checkpoint, exc)
+            self._failed = (choice, signature)
             if self._predictor is None:
                 self._set_state("failed", f"cannot load {choice.checkpoint}: {exc}")
-            self._choice = choice  # do not retry the same broken file every poll
             return
         with self._lock:
-            self._predictor, self._choice = predictor, choice
+            self._predictor, self._choice = self.door.gate(predictor), choice
+            self._failed = None
             self._state, self._reason = "ready", ""
         logger.info("serving model version %s", self.model_version)
 
@@ -165,14 +197,11 @@ class ModelRuntime:
         with self._lock:
             self._state, self._reason = state, reason
 
-    def predictor(self) -> Any:
-        """Return the serving predictor, or raise `ModelUnavailableError` with the reason."""
-        with self._lock:
-            if self._predictor is None:
-                raise ModelUnavailableError(f"model unavailable ({self._state}): {self._reason}")
-            return self._predictor
+    def predictor(self) -> MaskPredictor:
+        """Return the serving predictor (behind the door), or raise `ModelUnavailableError`."""
+        return self.serving()[0]
 
-    def serving(self) -> tuple[Any, str]:
+    def serving(self) -> tuple[MaskPredictor, str]:
         """Return (predictor, its version) consistently, or raise `ModelUnavailableError`."""
         with self._lock:
             if self._predictor is None:
@@ -182,7 +211,7 @@ class ModelRuntime:
     def _version_locked(self) -> str:
         if self._predictor is None or self._choice is None:
             return "unavailable"
-        return self._choice.version_name or str(self._predictor.model_version)
+        return self._choice.version_name or self._predictor.model_version
 
     @property
     def model_version(self) -> str:
@@ -193,12 +222,14 @@ class ModelRuntime:
     def status(self) -> dict[str, Any]:
         """JSON-ready state for /health."""
         with self._lock:
-            ready = self._predictor is not None and self._choice is not None
+            predictor, choice = self._predictor, self._choice
+            ready = predictor is not None and choice is not None
             return {
                 "state": self._state,
                 "reason": self._reason or None,
                 "model_version": self._version_locked() if ready else None,
-                "model": self._choice.model if ready and self._choice else None,
-                "source": self._choice.source if ready and self._choice else None,
-                "granularity_mode": self._predictor.model.info.granularity_mode if ready else None,
+                "model": choice.model if ready and choice else None,
+                "source": choice.source if ready and choice else None,
+                "granularity_mode": predictor.info.granularity_mode if predictor else None,
+                "queue": self.door.status(),
             }

@@ -23,7 +23,7 @@ from flask.blueprints import BlueprintSetupState
 
 from ml_backend.cvat.presets import CvatFunction, function_annotations
 from ml_backend.cvat.service import CvatOptions, CvatService
-from ml_backend.errors import BadRequestError, error_body
+from ml_backend.errors import BadRequestError, error_body, error_headers
 from ml_backend.label_studio.context import BackendContext
 
 logger = logging.getLogger(__name__)
@@ -101,4 +101,4 @@ def _log_failure(exc: Exception) -> Any:
             status,
             body.get("error"),
         )
-    return jsonify(body), status
+    return jsonify(body), status, error_headers(exc)

@@ -28,7 +28,7 @@ import numpy.typing as npt
 import PIL.Image
 
 from core_model.errors import DependencyError
-from core_model.predictor import GranularityPredictor
+from core_model.serving import MaskPredictor
 from core_model.types import ImageEmbedding, Prompts, validate_granularity
 from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
 from ml_backend.cvat import codec
@@ -71,7 +71,7 @@ class UnSAMv2Detection:
 
     def __init__(
         self,
-        predictor: GranularityPredictor,
+        predictor: MaskPredictor,
         *,
         granularity: float,
         config: WholeImageConfig,
@@ -121,7 +121,7 @@ class UnSAMv2Interaction:
     so follow-up clicks only decode. Positive points are optional when a box is given.
     """
 
-    def __init__(self, predictor: GranularityPredictor, *, granularity: float) -> None:
+    def __init__(self, predictor: MaskPredictor, *, granularity: float) -> None:
         self.predictor = predictor
         self.granularity = validate_granularity(granularity)
 
@@ -165,7 +165,7 @@ class UnSAMv2Interaction:
 
 def load_predictor(
     *, checkpoint: str | None, model: str | None, device: str | None
-) -> GranularityPredictor:
+) -> MaskPredictor:
     """Build the predictor from explicit arguments, else from the backend's settings.
 
     Raises:
@@ -190,7 +190,7 @@ def load_predictor(
         max_image_pixels=settings.max_image_pixels,
     )
     runtime.refresh()
-    predictor: GranularityPredictor = runtime.predictor()
+    predictor: MaskPredictor = runtime.predictor()
     return predictor
 
 
@@ -207,7 +207,7 @@ def create(
     max_masks: int = 100,
     label: str = DETECTOR_LABEL,
     polygon_tolerance_px: float = 1.0,
-    predictor: GranularityPredictor | None = None,
+    predictor: MaskPredictor | None = None,
 ) -> UnSAMv2Detection | UnSAMv2Interaction:
     """Create the function (cvat-cli calls this with the ``-p`` parameters).
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from core_model.predictor import GranularityPredictor
+from core_model.serving import MaskPredictor
 from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
 from labeling_pipeline.store.repository import NotFoundError
 from ml_backend.cvat import codec
@@ -22,7 +22,7 @@ from ml_backend.errors import BadRequestError
 
 logger = logging.getLogger(__name__)
 
-Serving = Callable[[], tuple[GranularityPredictor, str]]
+Serving = Callable[[], tuple[MaskPredictor, str]]
 
 
 class UnknownFunctionError(NotFoundError):
@@ -137,7 +137,7 @@ def segmenter_config(config: WholeImageConfig, threshold: float | None) -> Whole
 
 
 def detect_shapes(
-    predictor: GranularityPredictor,
+    predictor: MaskPredictor,
     image: Any,
     *,
     granularity: float,

@@ -16,9 +16,10 @@ from flask import Flask, Response, g, jsonify, request
 
 from labeling_pipeline.store import Store
 from ml_backend.cvat.dashboard import blueprint as cvat_blueprint
-from ml_backend.errors import error_body
+from ml_backend.errors import error_body, error_headers
 from ml_backend.label_studio.context import BackendContext
 from ml_backend.label_studio.routes import blueprint
+from ml_backend.model_door import ModelDoor
 from ml_backend.runtime import ModelRuntime
 from ml_backend.settings import Settings
 
@@ -69,6 +70,7 @@ def create_app(
         poll_s=settings.model_poll_s,
         cache_bytes=settings.cache_mb * 1024 * 1024,
         max_image_pixels=settings.max_image_pixels,
+        door=ModelDoor(settings.max_concurrent_encodes, settings.max_queued_requests),
     )
     if start_runtime:
         runtime.start()
@@ -93,9 +95,9 @@ def create_app(
         return answer
 
     @app.errorhandler(Exception)
-    def handle(exc: Exception) -> tuple[Response, int]:
+    def handle(exc: Exception) -> tuple[Response, int, dict[str, str]]:
         body, status = error_body(exc)
-        return jsonify(body), status
+        return jsonify(body), status, error_headers(exc)
 
     app.register_blueprint(blueprint)
     app.register_blueprint(cvat_blueprint)  # CVAT's Nuclio-dashboard calls, same model process
