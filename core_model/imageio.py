@@ -17,7 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core_model.errors import InvalidImageError
 
-DEFAULT_MAX_PIXELS = 64_000_000
+#: Largest image (height × width) decoded anywhere in the project unless configured lower:
+#: 64 MP covers 8K frames and large photos while bounding memory (~192 MB as RGB uint8).
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 def _to_uint8_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
@@ -39,7 +41,7 @@ def _to_uint8_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
 def load_image_rgb(
     source: str | Path | bytes,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = MAX_IMAGE_PIXELS,
     max_side: int | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Read an image file (path or bytes) as (H, W, 3) uint8 RGB, EXIF orientation applied.
@@ -50,9 +52,10 @@ def load_image_rgb(
         max_side: If given, downscale (aspect kept, Lanczos) so the longer side is at most this.
 
     Raises:
-        InvalidImageError: unreadable or broken file, or more than `max_pixels` pixels.
+        InvalidImageError: unreadable or broken file, or more than `max_pixels` pixels. The
+            message names the file, never its folder (it may reach a client).
     """
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    name = "<bytes>" if isinstance(source, bytes) else Path(source).name
     try:
         stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
     except OSError as exc:
@@ -79,6 +82,18 @@ def load_image_rgb(
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, InvalidImageError):
             raise
-        raise InvalidImageError(f"cannot decode image {name}: {exc}") from None
+        raise InvalidImageError(f"cannot decode image {name}: {_reason(exc, source)}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidImageError(f"image {name} looks like a decompression bomb: {exc}") from None
+        raise InvalidImageError(
+            f"image {name} looks like a decompression bomb: {_reason(exc, source)}"
+        ) from None
+
+
+def _reason(exc: BaseException, source: str | Path | bytes) -> str:
+    """The decoder's message without file paths (PIL names the file it could not identify)."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a recognised image format"
+    text = str(exc)
+    if not isinstance(source, bytes):
+        text = text.replace(str(source), Path(source).name)
+    return text if "/" not in text and "\\" not in text else type(exc).__name__

@@ -35,6 +35,7 @@ class PipelineSettings:
         job_stale_s: A running job whose worker has not been heard from for this many seconds
             is marked failed (its worker was probably killed).
         torch_threads: Torch threads per worker process (None: torch's default).
+        fetch_timeout_s: Longest time for one image download (connect, body and redirects).
     """
 
     data_dir: Path
@@ -53,6 +54,7 @@ class PipelineSettings:
     visibility_timeout_s: float = 3600.0
     job_stale_s: float = 1800.0
     torch_threads: int | None = None
+    fetch_timeout_s: float = 30.0
 
     @property
     def resolved_database_url(self) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core_model.errors import UnSAMv2Error
+from core_model.imageio import MAX_IMAGE_PIXELS
+from labeling_pipeline.label_studio.transport import ImageFetchError, parse_host_entry
 from labeling_pipeline.settings import PipelineSettings
 from ml_backend.cvat.presets import DEFAULT_PRESETS, Preset, PresetError, parse_presets
 
@@ -33,7 +35,10 @@ class Settings:
         basic_auth: (user, password) required on every route but the webhook, or None.
         webhook_secret: Value Label Studio must send in the ``X-UnSAMv2-Secret`` header (or
             ``?secret=``) with webhook events; None accepts unauthenticated events.
-        allowed_image_hosts: Hosts (besides Label Studio's) whose image URLs may be fetched.
+        allowed_image_hosts: Hosts (besides Label Studio's) whose image URLs may be fetched:
+            ``host``, ``host:port``, ``*.domain`` or ``*``.
+        label_studio_hosts: Hosts (besides LABEL_STUDIO_URL's) that /setup may name as Label
+            Studio; a /setup hostname matching neither is ignored.
         allow_private_networks: Allow fetching images from private/loopback addresses.
         local_files_root: Label Studio's local-files document root, if mounted here.
         default_granularity: Granularity when a click carries none.
@@ -55,11 +60,12 @@ class Settings:
     basic_auth: tuple[str, str] | None = field(default=None, repr=False)
     webhook_secret: str | None = field(default=None, repr=False)
     allowed_image_hosts: frozenset[str] = frozenset()
+    label_studio_hosts: frozenset[str] = frozenset()
     allow_private_networks: bool = False
     local_files_root: Path | None = None
     default_granularity: float = 0.5
     cache_mb: int = 1024
-    max_image_pixels: int = 64_000_000
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     model_poll_s: float = 10.0
     max_concurrent_encodes: int = 1
     max_queued_requests: int = 32
@@ -92,6 +98,7 @@ class Settings:
             visibility_timeout_s=reader.number("UNSAMV2_VISIBILITY_TIMEOUT_S", 3600.0, low=1.0),
             job_stale_s=reader.number("UNSAMV2_JOB_STALE_S", 1800.0, low=1.0),
             torch_threads=reader.integer("UNSAMV2_TORCH_THREADS", 0, low=0) or None,
+            fetch_timeout_s=reader.number("UNSAMV2_FETCH_TIMEOUT_S", 30.0, low=0.1),
         )
         user, password = (
             reader.text("UNSAMV2_BASIC_AUTH_USER"),
@@ -109,18 +116,15 @@ class Settings:
             http_threads=reader.integer("UNSAMV2_HTTP_THREADS", 8, low=1),
             basic_auth=(user, password) if user and password else None,
             webhook_secret=reader.text("UNSAMV2_WEBHOOK_SECRET"),
-            allowed_image_hosts=frozenset(
-                h.strip()
-                for h in (reader.text("UNSAMV2_ALLOWED_IMAGE_HOSTS") or "").split(",")
-                if h.strip()
-            ),
+            allowed_image_hosts=reader.hosts("UNSAMV2_ALLOWED_IMAGE_HOSTS"),
+            label_studio_hosts=reader.hosts("UNSAMV2_LABEL_STUDIO_HOSTS"),
             allow_private_networks=reader.flag("UNSAMV2_ALLOW_PRIVATE_NETWORKS"),
             local_files_root=Path(local_root) if local_root else None,
             default_granularity=reader.number(
                 "UNSAMV2_DEFAULT_GRANULARITY", 0.5, low=0.1, high=1.0
             ),
             cache_mb=reader.integer("UNSAMV2_CACHE_MB", 1024, low=0),
-            max_image_pixels=reader.integer("UNSAMV2_MAX_IMAGE_PIXELS", 64_000_000, low=1),
+            max_image_pixels=reader.integer("UNSAMV2_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, low=1),
             model_poll_s=reader.number("UNSAMV2_MODEL_POLL_S", 10.0, low=0.1),
             max_concurrent_encodes=reader.integer("UNSAMV2_MAX_CONCURRENT_ENCODES", 1, low=1),
             max_queued_requests=reader.integer("UNSAMV2_MAX_QUEUED_REQUESTS", 32, low=0),
@@ -183,6 +187,15 @@ class _Reader:
             return DEFAULT_PRESETS if raw is None else parse_presets(raw)
         except PresetError as exc:
             raise SettingsError(f"{name}: {exc}") from None
+
+    def hosts(self, name: str) -> frozenset[str]:
+        entries = frozenset(h.strip() for h in (self.text(name) or "").split(",") if h.strip())
+        for entry in entries:
+            try:
+                parse_host_entry(entry)
+            except ImageFetchError as exc:
+                raise SettingsError(f"{name}: {exc}") from None
+        return entries
 
     def flag(self, name: str) -> bool:
         raw = (self.text(name) or "false").lower()

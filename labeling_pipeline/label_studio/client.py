@@ -17,8 +17,18 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from core_model.errors import UnSAMv2Error
+from labeling_pipeline.label_studio.transport import (
+    TRANSPORT_ERRORS,
+    FetchPolicy,
+    ImageFetchError,
+    Origin,
+    describe_failure,
+    guarded_get,
+    origin_of,
+)
 
 DEFAULT_TIMEOUT_S = 30.0
+_MAX_REDIRECTS = 3
 
 
 class LabelStudioError(UnSAMv2Error):
@@ -49,6 +59,10 @@ def _jwt_payload(token: str) -> dict[str, Any] | None:
 class LabelStudioClient:
     """Authenticated access to one Label Studio server.
 
+    Requests go to this server's origin only: API calls follow redirects within it and refuse
+    others; downloads follow redirects elsewhere only under the caller's `FetchPolicy`, without
+    the Authorization header. Error messages give the status code, never the answer's body.
+
     Args:
         base_url: e.g. ``http://localhost:8080``.
         api_key: Legacy token or personal access token.
@@ -56,10 +70,12 @@ class LabelStudioClient:
     """
 
     def __init__(self, base_url: str, api_key: str, *, timeout_s: float = DEFAULT_TIMEOUT_S):
-        if not base_url or not urlsplit(base_url).scheme.startswith("http"):
+        try:
+            self.origin: Origin = origin_of(base_url or "")
+        except ImageFetchError:
             raise LabelStudioError(
-                f"Label Studio URL must be http(s)://host:port, got {base_url!r}"
-            )
+                f"Label Studio URL must be http(s)://host[:port], got {base_url[:100]!r}"
+            ) from None
         if not api_key:
             raise LabelStudioError("a Label Studio API key is required (LABEL_STUDIO_API_KEY)")
         self.base_url = base_url.rstrip("/")
@@ -69,6 +85,7 @@ class LabelStudioClient:
         self._access: tuple[str, float] | None = None
         self._lock = threading.Lock()
         self._http = requests.Session()
+        self._http.trust_env = False
 
     @property
     def host(self) -> str:
@@ -95,11 +112,9 @@ class LabelStudioClient:
 
     def url(self, path_or_url: str) -> str:
         """Resolve a path such as ``/data/upload/1/x.png`` against the server."""
-        return (
-            urljoin(self.base_url + "/", path_or_url.lstrip("/"))
-            if "://" not in path_or_url
-            else path_or_url
-        )
+        if urlsplit(path_or_url).scheme:
+            return path_or_url
+        return urljoin(self.base_url + "/", path_or_url.lstrip("/"))
 
     def _send(
         self, method: str, path: str, *, authorize: bool = True, stream: bool = False, **kwargs: Any
@@ -108,13 +123,54 @@ class LabelStudioClient:
         if authorize:
             headers["Authorization"] = self._authorization()
         url = self.url(path)
+        for _ in range(_MAX_REDIRECTS + 1):
+            answer = self._request(method, url, headers, stream, kwargs)
+            if not answer.is_redirect:
+                break
+            answer.close()
+            url = urljoin(url, answer.headers.get("location", ""))
+            if self._origin_of(url) != self.origin:
+                raise LabelStudioError(
+                    f"Label Studio redirected {method} {path} to another host; refused",
+                    status=answer.status_code,
+                )
+            if answer.status_code == 303:
+                method = "GET"
+        else:
+            raise LabelStudioError(f"too many redirects for {method} {path}")
+        return self._check(answer, method, path)
+
+    @staticmethod
+    def _origin_of(url: str) -> Origin | None:
         try:
-            answer = self._http.request(
-                method, url, headers=headers, timeout=self.timeout_s, stream=stream, **kwargs
+            return origin_of(url)
+        except ImageFetchError:
+            return None
+
+    def _request(
+        self, method: str, url: str, headers: dict[str, str], stream: bool, kwargs: dict[str, Any]
+    ) -> requests.Response:
+        if self._origin_of(url) != self.origin:
+            raise LabelStudioError(f"refusing to send a Label Studio request to {url[:100]!r}")
+        try:
+            return self._http.request(
+                method,
+                url,
+                headers=headers,
+                timeout=self.timeout_s,
+                stream=stream,
+                allow_redirects=False,
+                **kwargs,
             )
-        except requests.RequestException as exc:
-            raise LabelStudioError(f"cannot reach Label Studio at {self.base_url}: {exc}") from None
+        except TRANSPORT_ERRORS as exc:
+            raise LabelStudioError(
+                f"cannot reach Label Studio at {self.base_url}: {describe_failure(exc)}"
+            ) from None
+
+    @staticmethod
+    def _check(answer: requests.Response, method: str, path: str) -> requests.Response:
         if answer.status_code in (401, 403):
+            answer.close()
             raise LabelStudioError(
                 f"Label Studio refused {method} {path} ({answer.status_code}): check "
                 "LABEL_STUDIO_API_KEY (a legacy token needs legacy tokens enabled; a personal "
@@ -122,9 +178,9 @@ class LabelStudioClient:
                 status=answer.status_code,
             )
         if answer.status_code >= 400:
+            answer.close()
             raise LabelStudioError(
-                f"Label Studio answered {answer.status_code} to {method} {path}: "
-                f"{answer.text[:200]}",
+                f"Label Studio answered {answer.status_code} to {method} {path}",
                 status=answer.status_code,
             )
         return answer
@@ -163,14 +219,34 @@ class LabelStudioClient:
             raise LabelStudioError(f"unexpected export of project {project_id}")
         return tasks
 
-    def download(self, path_or_url: str, *, max_bytes: int) -> bytes:
-        """Download a file served by Label Studio (uploads, local files), at most `max_bytes`."""
-        answer = self._send("GET", path_or_url, stream=True)
-        chunks, size = [], 0
-        for chunk in answer.iter_content(1 << 16):
-            size += len(chunk)
-            if size > max_bytes:
-                answer.close()
-                raise LabelStudioError(f"{path_or_url} is larger than {max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    def download(
+        self, path_or_url: str, *, max_bytes: int, policy: FetchPolicy | None = None
+    ) -> bytes:
+        """Download a file served by Label Studio (uploads, local files), at most `max_bytes`.
+
+        Args:
+            path_or_url: A path on this server or an absolute URL of its origin.
+            max_bytes: Largest accepted file.
+            policy: Rules for redirects to other hosts, deadline and timeouts (default: no other
+                host, 30 s deadline).
+
+        Raises:
+            ImageFetchError: refused, unreachable, non-2xx, too large or too slow.
+            LabelStudioError: a personal access token cannot be exchanged.
+        """
+        policy = (policy or FetchPolicy(timeout_s=self.timeout_s)).with_max_bytes(max_bytes)
+        try:
+            return guarded_get(
+                self.url(path_or_url),
+                policy,
+                trusted_origin=self.origin,
+                authorization=self._authorization,
+            )
+        except ImageFetchError as exc:
+            if exc.status in (401, 403):
+                raise ImageFetchError(
+                    f"Label Studio refused the download ({exc.status}): check "
+                    "LABEL_STUDIO_API_KEY or the token Label Studio sent to /setup",
+                    status=exc.status,
+                ) from None
+            raise

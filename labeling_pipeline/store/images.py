@@ -16,9 +16,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from core_model.errors import InvalidImageError
+from core_model.imageio import MAX_IMAGE_PIXELS
 
 MAX_IMAGE_BYTES = 200 * 1024 * 1024
-MAX_IMAGE_PIXELS = 64_000_000
 _EXTENSIONS = {
     "JPEG": ".jpg",
     "PNG": ".png",
@@ -56,10 +56,12 @@ def inspect_image_bytes(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> t
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             fmt = image.format or "PNG"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImageError(f"not a readable image: {exc}") from None
-    except Image.DecompressionBombError as exc:
-        raise InvalidImageError(f"image looks like a decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise InvalidImageError("not a readable image: not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImageError(f"not a readable image: {type(exc).__name__}: {exc}") from None
+    except Image.DecompressionBombError:
+        raise InvalidImageError("image looks like a decompression bomb") from None
     if width * height > max_pixels:
         raise InvalidImageError(f"image has {width}x{height} pixels, more than {max_pixels}")
     return fmt, width, height
@@ -99,5 +101,7 @@ def cache_image_file(
     try:
         data = Path(source).read_bytes()
     except OSError as exc:
-        raise InvalidImageError(f"cannot read {source}: {exc.strerror or exc}") from None
+        raise InvalidImageError(
+            f"cannot read {Path(source).name}: {exc.strerror or type(exc).__name__}"
+        ) from None
     return cache_image_bytes(data, images_dir, max_pixels=max_pixels)

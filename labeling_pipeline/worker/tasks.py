@@ -162,7 +162,9 @@ def sync_label_studio(task: Task, job_id: int, ls_project_id: int) -> dict[str, 
         client = LabelStudioClient(
             settings.label_studio_url or "", settings.label_studio_api_key or ""
         )
-        policy = FetchPolicy(allowed_hosts=frozenset({client.host}))
+        policy = FetchPolicy(
+            allowed_hosts=frozenset({client.host}), deadline_s=settings.fetch_timeout_s
+        )
         with _heartbeat(settings, store, job_id):
             result = sync_project(
                 settings, store, ls_project_id, client=client, policy=policy, on_progress=progress

@@ -2,7 +2,9 @@
 
 A task's image URL maps (in memory) to the sha256 of its file, which keys both the on-disk cache
 (``data/images``) and the embedding cache: a click on an image whose embedding is cached needs no
-download and no decoding.
+download and no decoding. The map is keyed by (Label Studio origin, URL): a relative path such as
+``/data/upload/1/x.png`` names another file on another Label Studio, so a change of host never
+serves a file fetched from the previous one (and `forget_host` drops that host's entries).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import numpy.typing as npt
 from core_model.imageio import load_image_rgb
 from labeling_pipeline.label_studio.client import LabelStudioClient
 from labeling_pipeline.label_studio.fetch import FetchPolicy, fetch_task_image
+from labeling_pipeline.label_studio.transport import Origin
 from labeling_pipeline.store.images import cache_image_bytes
 
 _MAX_URLS = 10_000
+_Key = tuple[Origin | None, str]
 
 
 class TaskImages:
@@ -36,17 +40,23 @@ class TaskImages:
         self.images_dir = images_dir
         self.policy = policy
         self.max_pixels = max_pixels
-        self._paths: OrderedDict[str, tuple[str, Path]] = OrderedDict()
+        self._paths: OrderedDict[_Key, tuple[str, Path]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _known(self, url: str) -> tuple[str, Path] | None:
+    def _known(self, key: _Key) -> tuple[str, Path] | None:
         with self._lock:
-            entry = self._paths.get(url)
+            entry = self._paths.get(key)
             if entry is not None:
-                self._paths.move_to_end(url)
+                self._paths.move_to_end(key)
         if entry is not None and entry[1].is_file():
             return entry
         return None
+
+    def forget_host(self, origin: Origin | None) -> None:
+        """Drop every URL mapping made while `origin` was the Label Studio host."""
+        with self._lock:
+            for key in [key for key in self._paths if key[0] == origin]:
+                del self._paths[key]
 
     def resolve(
         self, url: str, *, client: LabelStudioClient | None
@@ -57,13 +67,14 @@ class TaskImages:
             ImageFetchError: the URL is refused or the download fails.
             InvalidImageError: the file is not a usable image.
         """
-        entry = self._known(url)
+        key = (client.origin if client is not None else None, url)
+        entry = self._known(key)
         if entry is None:
             data = fetch_task_image(url, client=client, policy=self.policy)
             cached = cache_image_bytes(data, self.images_dir, max_pixels=self.max_pixels)
             entry = (cached.sha256, cached.path)
             with self._lock:
-                self._paths[url] = entry
+                self._paths[key] = entry
                 while len(self._paths) > _MAX_URLS:
                     self._paths.popitem(last=False)
         sha256, path = entry

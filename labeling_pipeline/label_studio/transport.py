@@ -1,0 +1,443 @@
+"""Guarded HTTP downloads: host rules, connect-time address checks, redirects, one deadline.
+
+Every remote image (and every file downloaded from Label Studio) goes through `guarded_get`:
+
+- a URL is fetched only if its origin is the trusted one (Label Studio's, the only origin that
+  gets the Authorization header) or its host, and port if the entry names one, is on the
+  allow-list of the `FetchPolicy`;
+- for any other origin the host is resolved once, every address is checked (loopback, private,
+  link-local, shared, reserved, multicast and unspecified addresses are refused unless private
+  networks are allowed) and the socket is connected to a checked address, so a name cannot
+  resolve to another address between the check and the connection;
+- redirects are followed by hand, each hop checked again by the same rules;
+- the whole fetch (connect, headers, body, every hop) has one deadline: when it passes, the
+  sockets are shut down; bodies are capped at `max_bytes`;
+- every failure becomes an `ImageFetchError` with a one-line message naming the status code or
+  the kind of failure, never the remote body. Proxies from the environment are not used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import http.client
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.connection import create_connection
+
+from core_model.errors import UnSAMv2Error
+
+DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+DEFAULT_DEADLINE_S = 30.0
+DEFAULT_TIMEOUT_S = 30.0
+MAX_REDIRECTS = 3
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+Resolver = Callable[[str, int], Sequence[str]]
+"""(host, port) -> IP addresses; replaces the system resolver (tests map names to loopback)."""
+
+Origin = tuple[str, str, int]
+"""(scheme, lower-case host without brackets or trailing dot, port)."""
+
+
+class ImageFetchError(UnSAMv2Error):
+    """The task's image cannot be fetched (missing, refused by policy, too large, too slow, ...).
+
+    Attributes:
+        status: HTTP status of the remote answer, or None when there was none.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """One allow-list entry: ``*``, ``host``, ``*.domain``, ``host:port`` (scheme optional).
+
+    Attributes:
+        host: Lower-case host name or IP address, ``*`` (any), or ``*.domain`` (its subdomains).
+        port: The only allowed port, or None for any port.
+    """
+
+    host: str
+    port: int | None = None
+
+    def matches(self, host: str, port: int) -> bool:
+        """Whether (host, port) is allowed by this entry."""
+        if self.port is not None and self.port != port:
+            return False
+        if self.host == "*":
+            return True
+        if self.host.startswith("*."):
+            return host.endswith(self.host[1:])
+        return host == self.host
+
+
+def parse_host_entry(text: str) -> HostEntry:
+    """Parse ``host``, ``host:port``, ``[v6]:port``, ``*.domain`` or ``scheme://host[:port]``.
+
+    With a scheme and no port, the scheme's default port is the only one allowed; without either,
+    any port of the host is.
+
+    Raises:
+        ImageFetchError: empty host or bad port.
+    """
+    raw = text.strip().lower()
+    if raw == "*":
+        return HostEntry("*")
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        scheme, rest = "", raw
+    parts = urlsplit("//" + rest.split("/", 1)[0])
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImageFetchError(f"bad port in host entry {text!r}") from None
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise ImageFetchError(f"no host in host entry {text!r}")
+    if port is None and scheme in _DEFAULT_PORTS:
+        port = _DEFAULT_PORTS[scheme]
+    return HostEntry(host, port)
+
+
+def origin_of(url: str) -> Origin:
+    """Return (scheme, host, port) of an http(s) URL.
+
+    Raises:
+        ImageFetchError: another scheme, no host, or a bad port.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ImageFetchError(f"unsupported URL scheme {scheme!r} (only http and https)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImageFetchError("the URL has a bad port") from None
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise ImageFetchError("the URL has no host")
+    return scheme, host, port or _DEFAULT_PORTS[scheme]
+
+
+def describe(url: str) -> str:
+    """scheme://host/path of a URL for messages (no query string: it may hold signatures)."""
+    parts = urlsplit(url)
+    text = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """What may be fetched, and within which limits.
+
+    Attributes:
+        allowed_hosts: Host entries (see `parse_host_entry`) whose http(s) URLs may be fetched,
+            besides Label Studio's own origin.
+        allow_private_networks: Allow private, loopback, link-local and reserved addresses.
+        local_files_root: Label Studio's LOCAL_FILES_DOCUMENT_ROOT, if shared with this host.
+        max_bytes: Largest accepted file.
+        deadline_s: Longest time for a whole fetch (connect, headers, body, redirects).
+        timeout_s: Connect timeout and longest wait for any data (capped by `deadline_s`).
+        resolver: Replaces the system resolver; None uses it.
+    """
+
+    allowed_hosts: frozenset[str] = frozenset()
+    allow_private_networks: bool = False
+    local_files_root: Path | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    deadline_s: float = DEFAULT_DEADLINE_S
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    resolver: Resolver | None = field(default=None, compare=False, repr=False)
+
+    def allows_host(self, host: str, port: int) -> bool:
+        """Whether the allow-list admits (host, port)."""
+        return any(parse_host_entry(entry).matches(host, port) for entry in self.allowed_hosts)
+
+    def with_max_bytes(self, max_bytes: int) -> FetchPolicy:
+        """Return a copy with another size limit."""
+        return replace(self, max_bytes=max_bytes)
+
+
+def is_blocked_address(address: str) -> bool:
+    """Whether an IP address is not a public unicast one (IPv4-mapped and NAT64 unwrapped)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return not ip.is_global or ip.is_multicast
+
+
+def _resolve(host: str, port: int, resolver: Resolver | None) -> list[str]:
+    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761: never asked to DNS
+        return ["127.0.0.1", "::1"]
+    if resolver is not None:
+        return list(resolver(host, port))
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+class _Guard:
+    """State of one guarded fetch: its rules, deadline and sockets."""
+
+    def __init__(self, policy: FetchPolicy, trusted: Origin | None) -> None:
+        self.policy = policy
+        self.trusted = trusted
+        self.deadline = time.monotonic() + policy.deadline_s
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(policy.deadline_s, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Guard:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (raises once it has passed)."""
+        left = self.deadline - time.monotonic()
+        if left <= 0 or self.expired:
+            raise ImageFetchError(
+                f"the download took longer than {self.policy.deadline_s:g} s "
+                "(UNSAMV2_FETCH_TIMEOUT_S)"
+            )
+        return left
+
+    def check(self, origin: Origin) -> bool:
+        """Refuse an origin that is neither trusted nor allowed; return whether it is trusted."""
+        if origin == self.trusted:
+            return True
+        _, host, port = origin
+        if not self.policy.allows_host(host, port):
+            raise ImageFetchError(
+                f"host {host}:{port} is not in the allowed image hosts "
+                "(UNSAMV2_ALLOWED_IMAGE_HOSTS)"
+            )
+        return False
+
+    def connect(self, scheme: str, host: str, port: int, timeout: Any, **options: Any) -> Any:
+        """Open a socket to a checked address of host (the only way guarded pools connect)."""
+        host = host.strip("[]").rstrip(".").lower()
+        trusted = self.check((scheme, host, port))
+        try:
+            addresses = _resolve(host, port, self.policy.resolver)
+        except (OSError, UnicodeError):
+            raise ImageFetchError(f"cannot resolve host {host!r}") from None
+        if not trusted and not self.policy.allow_private_networks:
+            for address in addresses:
+                if is_blocked_address(address):
+                    raise ImageFetchError(
+                        f"refusing to fetch from {host} ({address}): private or reserved address "
+                        "(UNSAMV2_ALLOW_PRIVATE_NETWORKS)"
+                    )
+        error: OSError = OSError(f"no address for {host}")
+        for address in addresses:
+            limit = min(self.remaining(), timeout if isinstance(timeout, int | float) else 1e9)
+            try:
+                sock = create_connection((address, port), limit, **options)
+            except OSError as exc:
+                error = exc
+                continue
+            with self._lock:
+                self._sockets.append(sock.dup())  # shut down from the timer thread at the deadline
+            return sock
+        raise error
+
+
+_CURRENT: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar("guard", default=None)
+
+
+def _guard() -> _Guard:
+    guard = _CURRENT.get()
+    if guard is None:
+        raise ImageFetchError("guarded connections are only opened inside guarded_get")
+    return guard
+
+
+class _GuardedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _guard().connect(  # type: ignore[no-any-return]
+            "http",
+            self._dns_host,
+            self.port,
+            self.timeout,
+            source_address=self.source_address,
+            socket_options=self.socket_options,
+        )
+
+
+class _GuardedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _guard().connect(  # type: ignore[no-any-return]
+            "https",
+            self._dns_host,
+            self.port,
+            self.timeout,
+            source_address=self.source_address,
+            socket_options=self.socket_options,
+        )
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _GuardedHTTPPool,
+            "https": _GuardedHTTPSPool,
+        }
+
+
+_FAILURES: tuple[tuple[type[BaseException], str], ...] = (
+    (requests.exceptions.ConnectTimeout, "the connection timed out"),
+    (requests.exceptions.ReadTimeout, "no data within the read timeout"),
+    (requests.exceptions.SSLError, "TLS error"),
+    (requests.exceptions.ChunkedEncodingError, "the body ended early or is malformed"),
+    (requests.exceptions.ContentDecodingError, "the body cannot be decoded"),
+    (requests.exceptions.InvalidURL, "invalid URL"),
+    (requests.exceptions.MissingSchema, "invalid URL"),
+    (requests.exceptions.InvalidSchema, "invalid URL"),
+    (requests.exceptions.TooManyRedirects, "too many redirects"),
+    (requests.exceptions.ConnectionError, "the connection failed"),
+    (UnicodeError, "invalid URL"),
+)
+TRANSPORT_ERRORS = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    OSError,
+    ValueError,
+)
+"""Everything a download may raise besides the project's own errors."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short, body-free description of a transport failure."""
+    for kind, text in _FAILURES:
+        if isinstance(exc, kind):
+            return text
+    return "the transfer failed"
+
+
+def _read_body(answer: requests.Response, max_bytes: int, url: str) -> bytes:
+    declared = answer.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ImageFetchError(f"{describe(url)} is larger than {max_bytes} bytes")
+    chunks, size = [], 0
+    for chunk in answer.iter_content(1 << 16):
+        size += len(chunk)
+        if size > max_bytes:
+            raise ImageFetchError(f"{describe(url)} is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _follow(
+    session: requests.Session,
+    url: str,
+    guard: _Guard,
+    authorization: Callable[[], str] | None,
+) -> bytes:
+    for _ in range(MAX_REDIRECTS + 1):
+        trusted = guard.check(origin_of(url))
+        headers = {"Authorization": authorization()} if trusted and authorization else {}
+        wait = min(guard.policy.timeout_s, guard.remaining())
+        with session.get(
+            url, headers=headers, stream=True, allow_redirects=False, timeout=(wait, wait)
+        ) as answer:
+            if answer.is_redirect:
+                url = urljoin(url, answer.headers.get("location", ""))
+                continue
+            if not 200 <= answer.status_code < 300:
+                raise ImageFetchError(
+                    f"{describe(url)} answered {answer.status_code}", status=answer.status_code
+                )
+            return _read_body(answer, guard.policy.max_bytes, url)
+    raise ImageFetchError(f"more than {MAX_REDIRECTS} redirects; stopped at {describe(url)}")
+
+
+def guarded_get(
+    url: str,
+    policy: FetchPolicy,
+    *,
+    trusted_origin: Origin | None = None,
+    authorization: Callable[[], str] | None = None,
+) -> bytes:
+    """Download `url` under `policy` (see the module docstring) and return its body.
+
+    Args:
+        url: Absolute http(s) URL.
+        policy: Allowed hosts, private networks, size limit, deadline and timeouts.
+        trusted_origin: Label Studio's origin: allowed at any address, and the only origin that
+            gets the Authorization header.
+        authorization: Returns the Authorization header value for the trusted origin.
+
+    Raises:
+        ImageFetchError: refused, unreachable, non-2xx (status in `status`), too large, too slow.
+    """
+    guard = _Guard(policy, trusted_origin)
+    session = requests.Session()
+    session.trust_env = False
+    adapter = _GuardedAdapter(max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    token = _CURRENT.set(guard)
+    try:
+        with guard:
+            data = _follow(session, url, guard, authorization)
+        if guard.expired:  # sockets shut down mid-answer can look like a short, complete one
+            guard.remaining()
+        return data
+    except ImageFetchError:
+        if guard.expired:
+            guard.remaining()  # the deadline message, whatever broke first
+        raise
+    except TRANSPORT_ERRORS as exc:
+        if guard.expired:
+            guard.remaining()
+        raise ImageFetchError(f"cannot download {describe(url)}: {describe_failure(exc)}") from None
+    finally:
+        _CURRENT.reset(token)
+        session.close()
