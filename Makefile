@@ -1,8 +1,11 @@
 # Reproducible set-up and checks. `make test` and `make demo` work on a fresh machine.
 #
 # torch: `torch==$(TORCH_VERSION)` is pinned in every pip call so no later step can swap it.
-# With an NVIDIA GPU (nvidia-smi present) the ordinary PyPI build (CUDA) is used; on a CPU-only
-# machine set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu to get the small CPU build.
+# With an NVIDIA GPU (nvidia-smi present) the ordinary PyPI build (CUDA) is used. On a CPU-only
+# machine the small CPU build comes from TORCH_INDEX_URL if set, else from PyTorch's CPU index
+# when it answers; offline (or behind a mirror) plain pip is used, with its own configuration.
+# Nothing is fetched when the venv already has torch $(TORCH_VERSION). `make torch-index` prints
+# the choice.
 # sam2 is an sdist whose metadata pulls torchvision, so it is built against the installed torch,
 # without dependencies and without the CUDA extension (see README, "Installation").
 
@@ -16,21 +19,35 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check
 STAMP := $(VENV)/.stamp-install
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
-TORCH_INDEX := $(if $(and $(TORCH_INDEX_URL),$(if $(HAS_GPU),,1)),--index-url $(TORCH_INDEX_URL),)
+TORCH_CPU_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+CURL ?= curl
+# Shell code that prints the index URL torch is installed from (empty: pip's default).
+TORCH_INDEX_CHOICE = \
+	if [ -n "$(HAS_GPU)" ]; then :; \
+	elif [ -n "$(TORCH_INDEX_URL)" ]; then echo "$(TORCH_INDEX_URL)"; \
+	elif $(BIN)/python -c "import torch, sys; \
+		sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" >/dev/null 2>&1; then :; \
+	elif $(CURL) -sfI --max-time 5 "$(TORCH_CPU_INDEX_URL)/" >/dev/null 2>&1; then \
+		echo "$(TORCH_CPU_INDEX_URL)"; \
+	fi
 
-.PHONY: install test lint unit integration run demo bench clean
+.PHONY: install torch-index test lint unit integration run demo bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "torch $(TORCH_VERSION) ($(if $(HAS_GPU),GPU present: PyPI build,CPU))"
-	$(PIP) install --no-cache-dir $(TORCH_INDEX) torch==$(TORCH_VERSION)
+	index=$$($(TORCH_INDEX_CHOICE)); \
+	echo "torch $(TORCH_VERSION) ($(if $(HAS_GPU),GPU present: PyPI build,CPU)) from $${index:-pip's default index}"; \
+	$(PIP) install --no-cache-dir $${index:+--index-url $$index} torch==$(TORCH_VERSION)
 	$(PIP) install --no-cache-dir torch==$(TORCH_VERSION) -e '.[test]'
 	SAM2_BUILD_CUDA=0 $(PIP) install --no-cache-dir --no-deps --no-build-isolation \
 		sam2==$(SAM2_VERSION)
 	$(BIN)/python -c "import torch, sam2.modeling.sam2_base, peft; print('torch', torch.__version__)"
 	touch $@
+
+torch-index:
+	@$(TORCH_INDEX_CHOICE)
 
 lint: install
 	$(BIN)/ruff check .
