@@ -1,5 +1,7 @@
 """Long-running services: `serve` (HTTP backend), `worker`, `beat`, and `up` (all three).
 
+`serve` runs the backend on waitress (see `ml_backend.http_server`).
+
 `up` supervises the three as child processes in their own process groups: Ctrl-C (or SIGTERM)
 stops them with SIGTERM, waits, and kills what is left; if one dies, the others are stopped too.
 """
@@ -49,36 +51,23 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Serve the backend with gunicorn (one process, request threads)."""
-    from gunicorn.app.base import BaseApplication
-
+    """Serve the backend with waitress (one process, request threads; see `http_server`)."""
+    from ml_backend.http_server import create_http_server
+    from ml_backend.label_studio.app import create_app
     from ml_backend.settings import Settings
 
     settings = Settings.from_env()
     host, port = args.host or settings.host, args.port or settings.port
-
-    class _Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for key, value in {
-                "bind": f"{host}:{port}",
-                "workers": 1,
-                "worker_class": "gthread",
-                "threads": settings.http_threads,
-                "timeout": 300,
-                "graceful_timeout": 10,
-                "errorlog": "-",
-                "loglevel": "info",
-                "proc_name": "unsamv2-backend",
-            }.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            from ml_backend.label_studio.app import create_app
-
-            return create_app(settings)
-
-    logger.info("backend on http://%s:%s", host, port)
-    _Server().run()
+    server = create_http_server(create_app(settings), settings, host, port)
+    # SIGTERM (from `unsamv2 up`, Docker) leaves the loop like Ctrl-C: waitress closes the sockets
+    signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(0))
+    logger.info(
+        "backend on http://%s:%s (%d request threads)",
+        host,
+        server.effective_port,
+        settings.http_threads,
+    )
+    server.run()
     return 0
 
 
