@@ -6,13 +6,18 @@ the mask threshold), suppressed by box NMS and ranked by predicted IoU. Filterin
 work on the low-resolution logits (boxes scaled to the image) so only the kept masks are
 upsampled to full resolution: on CPU this is what keeps a 32x32 grid practical.
 
+A run can be bounded: `WholeImageConfig.deadline_s` and a caller's ``should_stop`` hook are
+checked before every decoder batch; when either says stop, the masks found so far are ranked and
+returned, and `WholeImageRun` reports how much of the grid was decoded.
+
 Defaults follow SAM-2's automatic mask generator (points_per_side 32, points_per_batch 64,
 pred_iou_thresh 0.8, stability 0.95 with offset 1.0, box NMS 0.7).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +45,8 @@ class WholeImageConfig:
             granularity (False, default: a part and its whole are both kept).
         min_mask_area_px: Drop masks smaller than this (original-image pixels).
         max_masks: Keep at most this many masks (highest score first).
+        deadline_s: Stop decoding grid batches once this many seconds have passed since the
+            run started (None: no limit); the masks found so far are returned.
     """
 
     points_per_side: int = 32
@@ -51,10 +58,13 @@ class WholeImageConfig:
     nms_across_granularities: bool = False
     min_mask_area_px: int = 0
     max_masks: int = 100
+    deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1 or self.points_per_batch < 1 or self.max_masks < 1:
             raise ValueError("points_per_side, points_per_batch and max_masks must be >= 1")
+        if self.deadline_s is not None and not self.deadline_s >= 0:
+            raise ValueError(f"deadline_s must be >= 0 or None, got {self.deadline_s}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +88,26 @@ class GeneratedMask:
     point_xy: tuple[float, float]
     box_xyxy: npt.NDArray[np.float32]
     area_px: int
+
+
+@dataclass(frozen=True, eq=False)
+class WholeImageRun:
+    """The outcome of one `WholeImageSegmenter.run`.
+
+    Attributes:
+        masks: Masks ranked by score (highest first).
+        points_decoded: Grid clicks decoded, over all granularities.
+        points_total: Grid clicks of a complete run (points_per_side^2 per granularity).
+    """
+
+    masks: list[GeneratedMask]
+    points_decoded: int
+    points_total: int
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole grid was decoded (False: stopped by the deadline or the hook)."""
+        return self.points_decoded >= self.points_total
 
 
 @dataclass
@@ -128,20 +158,48 @@ class WholeImageSegmenter:
             image: (H, W, 3) uint8 RGB image, or its embedding from the predictor.
             granularities: One or more values in [0.1, 1.0].
         """
+        return self.run(image, granularities=granularities).masks
+
+    def run(
+        self,
+        image: npt.NDArray[np.uint8] | ImageEmbedding,
+        *,
+        granularities: Sequence[float] = (1.0,),
+        should_stop: Callable[[], bool] | None = None,
+    ) -> WholeImageRun:
+        """Segment like `segment`, stopping early at the deadline or when `should_stop` says so.
+
+        Args:
+            image: (H, W, 3) uint8 RGB image, or its embedding from the predictor.
+            granularities: One or more values in [0.1, 1.0].
+            should_stop: Called before every decoder batch; True stops decoding (e.g. the
+                caller's request deadline has passed).
+
+        Returns:
+            The masks found in the decoded part of the grid and how much of it was decoded.
+        """
+        started = time.monotonic()
         values = as_granularity_tuple(list(granularities))
         embedding = image if isinstance(image, ImageEmbedding) else self.predictor.embed(image)
         cfg = self.config
         height, width = embedding.original_hw
         points = grid_points(height, width, cfg.points_per_side)
         found = _Candidates([], [], [], [], [])
+        decoded = 0
+
+        def stop() -> bool:
+            late = cfg.deadline_s is not None and time.monotonic() - started > cfg.deadline_s
+            return late or (should_stop is not None and should_stop())
+
         for granularity in values:
             for start in range(0, len(points), cfg.points_per_batch):
-                self._decode_batch(
-                    embedding, points[start : start + cfg.points_per_batch], granularity, found
-                )
-        if not found.logits:
-            return []
-        return self._select(found, embedding.original_hw)
+                if stop():
+                    break
+                batch = points[start : start + cfg.points_per_batch]
+                self._decode_batch(embedding, batch, granularity, found)
+                decoded += len(batch)
+        masks = self._select(found, embedding.original_hw) if found.logits else []
+        return WholeImageRun(masks, decoded, len(points) * len(values))
 
     def _decode_batch(
         self,

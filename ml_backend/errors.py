@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from werkzeug.exceptions import HTTPException
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core_model.errors import (
     CheckpointError,
@@ -41,11 +42,35 @@ class BadRequestError(UnSAMv2Error, ValueError):
     """The request body or parameters are malformed."""
 
 
+_MAX_MESSAGE_CHARS = 500
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line for a failed request check: the first error's location and message.
+
+    The offending value is left out: it may be large or hold secrets.
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    if not errors:
+        return "the request does not have the expected shape"
+    first = errors[0]
+    location = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"])
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return one_line(f"{location}: {message}{more}" if location else f"{message}{more}")
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace (newlines included) and cut to a readable length."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _MAX_MESSAGE_CHARS else flat[: _MAX_MESSAGE_CHARS - 3] + "..."
+
+
 def status_for(exc: BaseException) -> int:
     """HTTP status for an exception of this project (500 for anything unexpected)."""
     from ml_backend.runtime import ModelUnavailableError
 
-    if isinstance(exc, BadRequestError):
+    if isinstance(exc, (BadRequestError, ValidationError)):
         return 400
     if isinstance(exc, ModelUnavailableError):
         return 503
@@ -64,11 +89,16 @@ def error_headers(exc: BaseException) -> dict[str, str]:
 
 def error_body(exc: BaseException) -> tuple[dict[str, object], int]:
     """Return the JSON body and status for an exception; log unexpected ones with traceback."""
+    if isinstance(exc, RequestEntityTooLarge):
+        message = "the request body is larger than the limit (UNSAMV2_MAX_REQUEST_BYTES)"
+        return {"error": message, "status": 413}, 413
     if isinstance(exc, HTTPException):
         code = exc.code or 500
-        return {"error": exc.description or exc.name, "status": code}, code
+        return {"error": one_line(exc.description or exc.name), "status": code}, code
     status = status_for(exc)
     if status == 500:
         logger.exception("unexpected error while handling a request")
         return {"error": "internal error (see the backend log)", "status": 500}, 500
-    return {"error": str(exc), "type": type(exc).__name__, "status": status}, status
+    if isinstance(exc, ValidationError):
+        return {"error": validation_message(exc), "type": "BadRequestError", "status": 400}, 400
+    return {"error": one_line(str(exc)), "type": type(exc).__name__, "status": status}, status

@@ -29,10 +29,20 @@ from ml_backend.errors import BadRequestError
 
 ImageLoader = Callable[[], npt.NDArray[np.uint8]]
 
+MAX_CLICKS = 100
+"""Clicks (positive plus negative) in one interactor request: each is a prompt token of the
+mask decoder; SAM is trained with up to a few dozen."""
+
 EMPTY_MASK_MESSAGE = (
     "no object found at these prompts; add a positive point on the object or try another "
     "granularity preset"
 )
+
+
+def _shown(value: object) -> str:
+    """A short repr of a client's value for an error message (values can be huge)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def decode_image(body: Mapping[str, Any], *, max_pixels: int) -> tuple[str, ImageLoader]:
@@ -72,7 +82,7 @@ def _points(body: Mapping[str, Any], name: str) -> npt.NDArray[np.float64]:
         return np.zeros((0, 2), dtype=np.float64)
     try:
         array = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadRequestError(f"'{name}' must be a list of [x, y] pixel pairs") from None
     if array.size == 0:
         return np.zeros((0, 2), dtype=np.float64)
@@ -91,12 +101,14 @@ def _box(body: Mapping[str, Any]) -> npt.NDArray[np.float64] | None:
         return None
     try:
         values = np.asarray(raw, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadRequestError("'obj_bbox' must be [[x1, y1], [x2, y2]] in pixels") from None
     if values.size == 0:
         return None
     if values.size != 4 or not np.isfinite(values).all():
-        raise BadRequestError(f"'obj_bbox' must be [[x1, y1], [x2, y2]] in pixels, got {raw!r}")
+        raise BadRequestError(
+            f"'obj_bbox' must be [[x1, y1], [x2, y2]] in pixels, got {_shown(raw)}"
+        )
     (x1, y1), (x2, y2) = values.reshape(2, 2)
     # the corners are the two ends of the user's drag, in any order
     return np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)])
@@ -110,10 +122,14 @@ def decode_prompts(body: Mapping[str, Any]) -> Prompts:
         pixels, and the optional box (x0, y0, x1, y1).
 
     Raises:
-        BadRequestError: malformed points or box.
+        BadRequestError: malformed points or box, or more than `MAX_CLICKS` clicks.
         InvalidPromptError: no point and no box, or a degenerate box.
     """
     positive, negative = _points(body, "pos_points"), _points(body, "neg_points")
+    if len(positive) + len(negative) > MAX_CLICKS:
+        raise BadRequestError(
+            f"at most {MAX_CLICKS} clicks per request, got {len(positive) + len(negative)}"
+        )
     coords = np.concatenate([positive, negative])
     labels = np.concatenate([np.ones(len(positive)), np.zeros(len(negative))]).astype(np.int32)
     return Prompts.from_arrays(
@@ -132,10 +148,12 @@ def decode_threshold(body: Mapping[str, Any]) -> float | None:
         return None
     try:
         value = float(raw)
-    except (TypeError, ValueError):
-        raise BadRequestError(f"'threshold' must be a number in [0, 1], got {raw!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise BadRequestError(
+            f"'threshold' must be a number in [0, 1], got {_shown(raw)}"
+        ) from None
     if not 0.0 <= value <= 1.0:
-        raise BadRequestError(f"'threshold' must be a number in [0, 1], got {raw!r}")
+        raise BadRequestError(f"'threshold' must be a number in [0, 1], got {_shown(raw)}")
     return value
 
 

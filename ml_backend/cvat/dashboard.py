@@ -21,6 +21,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
+from core_model.whole_image import WholeImageConfig
 from ml_backend.cvat.presets import CvatFunction, function_annotations
 from ml_backend.cvat.service import CvatOptions, CvatService
 from ml_backend.errors import BadRequestError, error_body, error_headers
@@ -42,7 +43,13 @@ def _create_service(state: BlueprintSetupState) -> None:
     state.app.extensions[_EXTENSION] = CvatService(
         context.runtime.serving,
         settings.cvat_presets,
-        CvatOptions(max_image_pixels=settings.max_image_pixels),
+        CvatOptions(
+            max_image_pixels=settings.max_image_pixels,
+            # SAM's 32 x 32 grid and at most 100 masks, decoded for at most the deadline
+            whole_image=WholeImageConfig(
+                points_per_side=32, max_masks=100, deadline_s=settings.preannotate_deadline_s
+            ),
+        ),
     )
 
 

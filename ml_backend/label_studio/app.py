@@ -7,7 +7,6 @@ every route except ``/webhook``, which Label Studio calls without it (it has its
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from typing import Any
@@ -18,7 +17,7 @@ from labeling_pipeline.store import Store
 from ml_backend.cvat.dashboard import blueprint as cvat_blueprint
 from ml_backend.errors import error_body, error_headers
 from ml_backend.label_studio.context import BackendContext
-from ml_backend.label_studio.routes import blueprint
+from ml_backend.label_studio.routes import blueprint, same_secret
 from ml_backend.model_door import ModelDoor
 from ml_backend.runtime import ModelRuntime
 from ml_backend.settings import Settings
@@ -35,8 +34,8 @@ def _check_basic_auth(settings: Settings) -> Response | None:
     user, password = settings.basic_auth
     if (
         auth is not None
-        and hmac.compare_digest(auth.username or "", user)
-        and hmac.compare_digest(auth.password or "", password)
+        and same_secret(auth.username or "", user)
+        and same_secret(auth.password or "", password)
     ):
         return None
     answer = jsonify({"error": "authentication required", "status": 401})
@@ -77,6 +76,7 @@ def create_app(
     if settings.webhook_secret is None:
         logger.warning("UNSAMV2_WEBHOOK_SECRET is not set: /webhook accepts unauthenticated events")
     app = Flask("unsamv2")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes  # 413 above it
     app.json.sort_keys = False  # type: ignore[attr-defined]
     context = BackendContext(settings, runtime, store, celery)
     app.extensions["unsamv2"] = context

@@ -8,12 +8,21 @@ its labeling UI crashes on such a config.
 
 from __future__ import annotations
 
-import functools
-import math
+import hashlib
+import threading
 import xml.etree.ElementTree as ET  # noqa: N817
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from core_model.errors import UnSAMv2Error
+from core_model.types import GRANULARITY_MAX, GRANULARITY_MIN, granularity_or_none
+
+MAX_LABEL_CONFIG_CHARS = 256 * 1024
+"""Largest labeling config parsed. Generated configs with 100 labels x 10 levels stay under
+100 KB; anything larger is refused before parsing."""
+
+CONFIG_CACHE_BYTES = 8 * 1024 * 1024
+"""Parsed configs kept, counted by the size of their XML (a parsed config is smaller)."""
 
 
 class LabelConfigError(UnSAMv2Error, ValueError):
@@ -84,9 +93,12 @@ def _level(tag: ET.Element, label: str) -> float | None:
         value = float(raw)
     except ValueError:
         raise LabelConfigError(f"label {label!r}: level={raw!r} is not a number") from None
-    if not math.isfinite(value) or not 0.1 <= value <= 1.0:
-        raise LabelConfigError(f"label {label!r}: level={raw!r} must lie in [0.1, 1.0]")
-    return value
+    level = granularity_or_none(value)
+    if level is None:
+        raise LabelConfigError(
+            f"label {label!r}: level={raw!r} must lie in [{GRANULARITY_MIN}, {GRANULARITY_MAX}]"
+        )
+    return level
 
 
 def _labels(control: ET.Element) -> dict[str, ClickLabel]:
@@ -104,16 +116,68 @@ def _labels(control: ET.Element) -> dict[str, ClickLabel]:
     return labels
 
 
-@functools.lru_cache(maxsize=64)
+class _ConfigCache:
+    """Thread-safe LRU map sha256(XML) -> parsed config, bounded by the XML bytes it stands for.
+
+    Keys are digests, so the cache never holds the XML text itself.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[bytes, tuple[ProjectConfig, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> ProjectConfig | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: bytes, config: ProjectConfig, size: int) -> None:
+        with self._lock:
+            if key in self._entries or size > self.max_bytes:
+                return
+            self._entries[key] = (config, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+
+    def size_bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+
+_CACHE = _ConfigCache(CONFIG_CACHE_BYTES)
+
+
 def parse_label_config(xml: str) -> ProjectConfig:
     """Parse (and cache) a labeling config.
 
     Raises:
-        LabelConfigError: not XML, or a label with an invalid level / reserved attribute.
+        LabelConfigError: longer than `MAX_LABEL_CONFIG_CHARS`, not XML, or a label with an
+            invalid level / reserved attribute.
     """
+    if len(xml) > MAX_LABEL_CONFIG_CHARS:
+        raise LabelConfigError(
+            f"the labeling config has {len(xml)} characters, more than {MAX_LABEL_CONFIG_CHARS}"
+        )
+    data = xml.encode("utf-8", errors="surrogatepass")
+    key = hashlib.sha256(data).digest()
+    found = _CACHE.get(key)
+    if found is None:
+        found = _parse(xml)
+        _CACHE.put(key, found, len(data))
+    return found
+
+
+def _parse(xml: str) -> ProjectConfig:
     try:
         root = ET.fromstring(xml)
-    except ET.ParseError as exc:
+    except (ET.ParseError, ValueError) as exc:  # ValueError: text that is not UTF-8
         raise LabelConfigError(f"the labeling config is not valid XML: {exc}") from None
     images = {
         tag.get("name", ""): tag.get("value", "$image").lstrip("$")

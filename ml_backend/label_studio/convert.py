@@ -4,11 +4,15 @@ Interactive requests carry the smart regions of one group (same type, label and 
 their per-region controls, in percent coordinates of the original image. Granularity resolves
 in this order: per-region TextArea, per-region Number, the clicked label's ``level``, the project
 default; where several regions carry a value, the last one in the context wins.
+
+Every result the decoder reads is first checked against its model in `schemas` (strict types,
+finite numbers, bounded lists), so malformed input is a `BadRequestError`, never a crash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +25,14 @@ from core_model.masks import encode_brush_rle
 from core_model.types import Box, Point, Prompts, validate_granularity
 from ml_backend.errors import BadRequestError
 from ml_backend.label_studio.config import ClickLabel, LabelConfigError, ProjectConfig
+from ml_backend.label_studio.schemas import (
+    MAX_CLICKS,
+    ClickRegion,
+    ClickValue,
+    NumberRegion,
+    TextRegion,
+    validate,
+)
 
 _CLICK_TYPES = ("keypointlabels", "rectanglelabels")
 
@@ -66,19 +78,19 @@ class ClickGroup:
         return Prompts(points=points, box=box)
 
 
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadRequestError(f"{what} must be a number, got {value!r}")
+_GRANULARITY_TEXT = re.compile(r"[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+")
+
+
+def _number(value: float | None, what: str) -> float:
+    if value is None:
+        raise BadRequestError(f"{what} must be a number, got None")
     return float(value)
 
 
-def _box_pct(value: Mapping[str, Any]) -> tuple[float, float, float, float]:
-    x, y = _number(value.get("x"), "rectangle x"), _number(value.get("y"), "rectangle y")
-    w, h = (
-        _number(value.get("width"), "rectangle width"),
-        _number(value.get("height"), "rectangle height"),
-    )
-    rotation = float(value.get("rotation") or 0.0)
+def _box_pct(value: ClickValue) -> tuple[float, float, float, float]:
+    x, y = _number(value.x, "rectangle x"), _number(value.y, "rectangle y")
+    w, h = _number(value.width, "rectangle width"), _number(value.height, "rectangle height")
+    rotation = value.rotation or 0.0
     if rotation:  # a rotated box: use the axis-aligned box around its corners
         theta = np.deg2rad(rotation)
         corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=float)
@@ -90,92 +102,134 @@ def _box_pct(value: Mapping[str, Any]) -> tuple[float, float, float, float]:
     return x, y, x + w, y + h
 
 
+def parse_granularity_text(text: str) -> float:
+    """Read a granularity typed in the per-region text box.
+
+    A plain decimal number; a decimal comma is accepted on purpose ("0,3" is 0.3, as typed on
+    keyboards of comma locales). Signs, exponents, thousands separators, several numbers and
+    words are refused.
+
+    Raises:
+        GranularityError: not such a number, or outside [0.1, 1.0].
+    """
+    stripped = text.strip()
+    if not _GRANULARITY_TEXT.fullmatch(stripped):
+        raise GranularityError(
+            f"the granularity typed in the text box is not a number: {stripped[:40]!r} "
+            "(type e.g. 0.35)"
+        )
+    return validate_granularity(float(stripped.replace(",", ".")))
+
+
 def _granularity_from_controls(
-    controls: Sequence[Mapping[str, Any]], config: ProjectConfig
+    numbers: Sequence[NumberRegion], texts: Sequence[TextRegion], config: ProjectConfig
 ) -> tuple[float, str] | None:
-    for kind, names in (("textarea", config.textareas), ("number", config.numbers)):
-        values = [c for c in controls if c.get("type") == kind and c.get("from_name") in names]
-        if not values:
-            continue
-        raw = values[-1].get("value", {})
-        if kind == "textarea":
-            texts = raw.get("text") or [""]
-            text = str(texts[-1] if isinstance(texts, list) else texts).strip().replace(",", ".")
-            try:
-                number = float(text)
-            except ValueError:
-                raise GranularityError(
-                    f"the granularity typed in the text box is not a number: {text!r}"
-                ) from None
-        else:
-            number = _number(raw.get("number"), "the granularity slider value")
-        return validate_granularity(number), kind
+    typed = [t for t in texts if t.from_name in config.textareas]
+    if typed:
+        raw = typed[-1].value.text if typed[-1].value is not None else None
+        entries = raw if isinstance(raw, list) else [raw or ""]
+        return parse_granularity_text(entries[-1] if entries else ""), "textarea"
+    slid = [n for n in numbers if n.from_name in config.numbers]
+    if slid:
+        value = slid[-1].value.number if slid[-1].value is not None else None
+        return validate_granularity(_number(value, "the granularity slider value")), "number"
     return None
 
 
-def _click_label(item: Mapping[str, Any], config: ProjectConfig) -> tuple[str, ClickLabel]:
-    control = str(item.get("from_name", ""))
-    value = item.get("value") or {}
-    labels = value.get(str(item.get("type"))) or value.get("labels") or []
+def _click_label(region: ClickRegion, config: ProjectConfig) -> tuple[str, ClickLabel]:
+    control = region.from_name
+    labels = (region.value or ClickValue()).label_list(region.type)
     if not labels:
         raise BadRequestError(
-            f"the {item.get('type')} region has no label; select a label before clicking"
+            f"the {region.type} region has no label; select a label before clicking"
         )
     known = config.click_controls.get(control)
     if known is None:
         raise LabelConfigError(f"the labeling config has no smart control named {control!r}")
-    label = known.get(str(labels[-1]))
+    label = known.get(labels[-1])
     if label is None:
         raise LabelConfigError(f"label {labels[-1]!r} is not a label of <{control}>")
     return control, label
 
 
-def parse_context(
-    results: Sequence[Any], config: ProjectConfig, *, default_granularity: float
-) -> ClickGroup | None:
-    """Decode ``params.context.result``; None when it holds no smart click or box."""
-    regions = [r for r in results or [] if isinstance(r, Mapping) and r.get("type") in _CLICK_TYPES]
-    if not regions:
-        return None
-    ids = {r.get("id") for r in regions}
-    controls = [
-        r
-        for r in results
-        if isinstance(r, Mapping) and r.get("id") in ids and r.get("type") in ("number", "textarea")
-    ]
+_REGION_MODELS: dict[str, type[ClickRegion | NumberRegion | TextRegion]] = {
+    "keypointlabels": ClickRegion,
+    "rectanglelabels": ClickRegion,
+    "number": NumberRegion,
+    "textarea": TextRegion,
+}
+
+
+def _regions(results: Sequence[Any]) -> list[ClickRegion | NumberRegion | TextRegion]:
+    """Check the results this backend reads (smart regions, per-region controls)."""
+    checked = []
+    for index, item in enumerate(results or []):
+        kind = item.get("type") if isinstance(item, Mapping) else None
+        model = _REGION_MODELS.get(kind) if isinstance(kind, str) else None
+        if model is not None:
+            checked.append(validate(model, item, where=f"params.context.result.{index}"))
+    return checked
+
+
+def _points_and_box(
+    regions: Sequence[ClickRegion],
+) -> tuple[list[tuple[float, float, int]], tuple[float, float, float, float] | None]:
     points, box = [], None
     for region in regions:
-        value = region.get("value") or {}
-        if region["type"] == "keypointlabels":
+        value = region.value or ClickValue()
+        if region.type == "keypointlabels":
             points.append(
                 (
-                    _number(value.get("x"), "point x"),
-                    _number(value.get("y"), "point y"),
-                    0 if region.get("is_positive") is False else 1,
+                    _number(value.x, "point x"),
+                    _number(value.y, "point y"),
+                    0 if region.is_positive is False else 1,
                 )
             )
         else:
             box = _box_pct(value)
+    if len(points) > MAX_CLICKS:
+        raise BadRequestError(f"at most {MAX_CLICKS} clicks per request, got {len(points)}")
+    return points, box
+
+
+def parse_context(
+    results: Sequence[Any], config: ProjectConfig, *, default_granularity: float
+) -> ClickGroup | None:
+    """Decode ``params.context.result``; None when it holds no smart click or box.
+
+    Raises:
+        BadRequestError: a smart region or per-region control of the wrong shape.
+        LabelConfigError: a control or label the config does not have.
+        GranularityError: a granularity that is not a number in [0.1, 1.0].
+    """
+    checked = _regions(results)
+    regions = [r for r in checked if isinstance(r, ClickRegion)]
+    if not regions:
+        return None
+    ids = {r.id for r in regions}
+    numbers = [r for r in checked if isinstance(r, NumberRegion) and r.id in ids]
+    texts = [r for r in checked if isinstance(r, TextRegion) and r.id in ids]
+    points, box = _points_and_box(regions)
     control, label = _click_label(regions[-1], config)
-    resolved = _granularity_from_controls(controls, config)
+    resolved = _granularity_from_controls(numbers, texts, config)
     if resolved is None:
         resolved = (
             (label.level, "level")
             if label.level is not None
             else (validate_granularity(default_granularity), "default")
         )
-    width, height = regions[-1].get("original_width"), regions[-1].get("original_height")
-    hw = (int(height), int(width)) if isinstance(width, int) and isinstance(height, int) else None
+    last = regions[-1]
+    width, height = last.original_width, last.original_height
     return ClickGroup(
         tuple(points),
         box,
         label,
         control,
-        str(regions[-1].get("to_name", "")),
+        last.to_name,
         resolved[0],
         resolved[1],
-        str(regions[0].get("id", "")),
-        hw,
+        str(regions[0].id),
+        (height, width) if width is not None and height is not None else None,
     )
 
 

@@ -7,12 +7,15 @@ validated and stored on the project. Unknown keys and bad values are refused wit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from core_model.types import validate_granularity
-from ml_backend.errors import BadRequestError
+from ml_backend.errors import BadRequestError, one_line
+from ml_backend.label_studio.schemas import ExtraParams, validate
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,8 @@ class ProjectSettings:
             whole-image masks.
         preannotate_granularity: Granularity of those masks.
         preannotate_label: BrushLabels label given to them (default: the first label).
-        max_regions: At most this many masks per image.
-        points_per_side: Grid of the whole-image segmentation.
+        max_regions: At most this many masks per image (1-200).
+        points_per_side: Grid of the whole-image segmentation (1-32 per side).
         pred_iou_thresh: Minimum predicted IoU of a whole-image mask.
         stability_score_thresh: Minimum stability of a whole-image mask.
     """
@@ -48,40 +51,39 @@ class ProjectSettings:
 _NAMES = {f.name for f in fields(ProjectSettings)}
 
 
-def _check(key: str, value: Any) -> Any:
-    if key in ("default_granularity", "preannotate_granularity"):
-        return validate_granularity(value)
-    if key == "preannotate":
-        if not isinstance(value, bool):
-            raise BadRequestError(f"extra param {key} must be true or false")
-        return value
-    if key == "preannotate_label":
-        return None if value is None else str(value)
-    if key in ("max_regions", "points_per_side"):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-            raise BadRequestError(f"extra param {key} must be an integer from 1 to 1000")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise BadRequestError(f"extra param {key} must be a number in [0, 1]")
-    return float(value)
-
-
 def parse_extra_params(extra: Any) -> dict[str, Any]:
-    """Validate Label Studio's extra params; return the known options they set."""
+    """Validate Label Studio's extra params; return the known options they set.
+
+    Raises:
+        BadRequestError: not an object, an unknown key, or a value of the wrong type or range
+            (e.g. ``points_per_side`` above 32, ``max_regions`` above 200).
+    """
     if extra in (None, "", {}):
         return {}
     if not isinstance(extra, Mapping):
         raise BadRequestError("the model's extra params must be a JSON object")
-    unknown = sorted(set(extra) - _NAMES)
+    unknown = sorted(str(key) for key in set(extra) - _NAMES)
     if unknown:
-        raise BadRequestError(f"unknown extra params {unknown}; known: {sorted(_NAMES)}")
-    return {key: _check(key, value) for key, value in extra.items()}
+        raise BadRequestError(one_line(f"unknown extra params {unknown}; known: {sorted(_NAMES)}"))
+    options = validate(ExtraParams, extra, where="extra_params")
+    return options.model_dump(exclude_unset=True)
 
 
 def project_settings(
     stored: Mapping[str, Any] | None, *, default_granularity: float
 ) -> ProjectSettings:
-    """Options from a project's stored config over the process defaults."""
-    values = {k: v for k, v in (stored or {}).items() if k in _NAMES}
+    """Options from a project's stored config over the process defaults.
+
+    Stored values are checked again: an option stored before a limit existed (or edited in
+    the database) is dropped with a warning instead of being served.
+    """
+    values: dict[str, Any] = {}
+    for key, value in (stored or {}).items():
+        if key not in _NAMES:
+            continue
+        try:
+            values.update(parse_extra_params({key: value}))
+        except BadRequestError as exc:
+            logger.warning("ignoring the stored project option %s: %s", key, exc)
     values.setdefault("default_granularity", default_granularity)
     return ProjectSettings(**values)

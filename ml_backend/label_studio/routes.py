@@ -7,13 +7,22 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from labeling_pipeline.store import NotFoundError
 from labeling_pipeline.store.repository import get_job, job_as_dict, list_jobs, list_model_versions
 from ml_backend.errors import BadRequestError
 from ml_backend.label_studio import predict as predict_service
 from ml_backend.label_studio.context import backend
+from ml_backend.label_studio.schemas import MAX_ID
 from ml_backend.label_studio.webhook import handle_event
 
 blueprint = Blueprint("label_studio", __name__)
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Compare two secrets in constant time (any characters: compared as UTF-8 bytes)."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def _json_body() -> dict[str, Any]:
@@ -48,14 +57,14 @@ def _webhook_authorized() -> bool:
     if settings.webhook_secret is None:
         return True
     given = request.headers.get("X-UnSAMv2-Secret") or request.args.get("secret") or ""
-    if hmac.compare_digest(given.encode(), settings.webhook_secret.encode()):
+    if same_secret(given, settings.webhook_secret):
         return True
     auth = request.authorization
     return (
         settings.basic_auth is not None
         and auth is not None
-        and hmac.compare_digest((auth.username or "").encode(), settings.basic_auth[0].encode())
-        and hmac.compare_digest((auth.password or "").encode(), settings.basic_auth[1].encode())
+        and same_secret(auth.username or "", settings.basic_auth[0])
+        and same_secret(auth.password or "", settings.basic_auth[1])
     )
 
 
@@ -93,7 +102,7 @@ def versions() -> Any:
 def jobs() -> Any:
     """Recent jobs with their progress (newest first; ``?limit=`` up to 500)."""
     raw = request.args.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 500:
         raise BadRequestError("limit must be an integer from 1 to 500")
     with backend().store.session() as session:
         return jsonify({"jobs": [job_as_dict(job) for job in list_jobs(session, limit=int(raw))]})
@@ -102,5 +111,7 @@ def jobs() -> Any:
 @blueprint.get("/jobs/<int:job_id>")
 def job(job_id: int) -> Any:
     """One job."""
+    if job_id > MAX_ID:
+        raise NotFoundError(f"no job {job_id}")
     with backend().store.session() as session:
         return jsonify(job_as_dict(get_job(session, job_id)))

@@ -14,83 +14,114 @@ from typing import Any
 from labeling_pipeline.label_studio.annotations import annotation_masks
 from labeling_pipeline.store.repository import (
     delete_human_masks,
-    get_or_create_project,
+    label_studio_project,
     prediction_granularities,
     replace_human_masks,
 )
 from labeling_pipeline.worker.jobs import submit_training
 from ml_backend.errors import BadRequestError
 from ml_backend.label_studio.context import BackendContext
+from ml_backend.label_studio.schemas import (
+    AnnotationRef,
+    BrushRegion,
+    WebhookAnnotation,
+    WebhookEvent,
+    WebhookProject,
+    WebhookTask,
+    validate,
+)
 
 logger = logging.getLogger(__name__)
 
 _ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 
 
-def _project(ctx: BackendContext, body: Mapping[str, Any]) -> int:
-    record = body.get("project") or {}
-    ls_id = record.get("id") if isinstance(record, Mapping) else None
-    if not isinstance(ls_id, int):
+def _project(ctx: BackendContext, event: WebhookEvent) -> int:
+    if event.project is None or event.project.get("id") is None:
         raise BadRequestError("the event has no project id")
-    title = record.get("title") or f"Label Studio project {ls_id}"
+    record = validate(WebhookProject, event.project, where="project")
     with ctx.store.session() as session:
-        return get_or_create_project(
+        return label_studio_project(
             session,
-            f"{title} [ls:{ls_id}]",
-            ls_project_id=ls_id,
-            label_config=record.get("label_config"),
+            record.id,
+            title=record.title or None,
+            label_config=record.label_config,
         ).id
 
 
-def _store_annotation(ctx: BackendContext, body: Mapping[str, Any]) -> dict[str, Any]:
-    annotation = body.get("annotation")
-    if not isinstance(annotation, Mapping) or not isinstance(annotation.get("id"), int):
+def _check_brush_regions(results: list[dict[str, Any]], max_pixels: int) -> None:
+    """Check the brush regions' shapes and sizes before any mask is decoded.
+
+    Raises:
+        BadRequestError: a brush region of the wrong shape, or larger than the pixel limit
+            (its decoded mask would not fit the backend's memory budget).
+    """
+    for index, item in enumerate(results):
+        if str(item.get("type", "")).lower() != "brushlabels":
+            continue
+        region = validate(BrushRegion, item, where=f"annotation.result.{index}")
+        width, height = region.original_width or 0, region.original_height or 0
+        if width * height > max_pixels:
+            raise BadRequestError(
+                f"annotation.result.{index}: a {width}x{height} mask is more than the limit "
+                f"of {max_pixels} pixels"
+            )
+
+
+def _store_annotation(ctx: BackendContext, event: WebhookEvent) -> dict[str, Any]:
+    if event.annotation is None or event.annotation.get("id") is None:
         raise BadRequestError("the event has no annotation with an id")
-    task = body.get("task")
-    task = task if isinstance(task, Mapping) else {}
-    task_id = annotation.get("task")
-    task_id = task_id if isinstance(task_id, int) else task.get("id")
-    if not isinstance(task_id, int):
+    annotation = validate(WebhookAnnotation, event.annotation, where="annotation")
+    task = validate(WebhookTask, event.task or {}, where="task")
+    task_id = annotation.task if annotation.task is not None else task.id
+    if task_id is None:
         raise BadRequestError("the annotation has no task id")
-    project_id = _project(ctx, body)
-    if annotation.get("was_cancelled"):
+    _check_brush_regions(annotation.result or [], ctx.settings.max_image_pixels)
+    project_id = _project(ctx, event)
+    if annotation.was_cancelled:
         with ctx.store.session() as session:
-            delete_human_masks(session, project_id, [annotation["id"]])
+            delete_human_masks(session, project_id, [annotation.id])
         return {"status": "ignored", "reason": "skipped task (was_cancelled)"}
     with ctx.store.session() as session:
         converted = annotation_masks(
-            annotation.get("result") or [], granularities=prediction_granularities(session, task_id)
+            annotation.result or [], granularities=prediction_granularities(session, task_id)
         )
         stored = replace_human_masks(
             session,
             project_id,
             ls_task_id=task_id,
-            annotation_id=annotation["id"],
+            annotation_id=annotation.id,
             masks=converted.masks,
         )
-    ctx.memory.forget(str(task_id), str(annotation.get("completed_by", "")))
+    author = annotation.completed_by
+    ctx.memory.forget(str(task_id), str(author) if isinstance(author, (int, str)) else "")
     return {"status": "stored", "masks": stored, "problems": converted.problems}
 
 
 def handle_event(ctx: BackendContext, body: Any) -> dict[str, Any]:
-    """Handle one webhook event; every unknown action is acknowledged and ignored."""
+    """Handle one webhook event; every unknown action is acknowledged and ignored.
+
+    Raises:
+        BadRequestError: not an event object, or a known event whose ids are missing, of the
+            wrong type or out of range (see `schemas`).
+    """
     if not isinstance(body, Mapping) or not isinstance(body.get("action"), str):
         raise BadRequestError("a webhook event is a JSON object with an 'action'")
-    action = body["action"]
-    if action in _ANNOTATION_EVENTS:
-        return _store_annotation(ctx, body)
-    if action == "ANNOTATIONS_DELETED":
-        ids = [a.get("id") for a in body.get("annotations") or [] if isinstance(a, Mapping)]
-        project_id = _project(ctx, body)
+    event = validate(WebhookEvent, body)
+    if event.action in _ANNOTATION_EVENTS:
+        return _store_annotation(ctx, event)
+    if event.action == "ANNOTATIONS_DELETED":
+        refs = [validate(AnnotationRef, a, where="annotations") for a in event.annotations or []]
+        project_id = _project(ctx, event)
         with ctx.store.session() as session:
             removed = delete_human_masks(
-                session, project_id, [i for i in ids if isinstance(i, int)]
+                session, project_id, [ref.id for ref in refs if ref.id is not None]
             )
         return {"status": "deleted", "masks": removed}
-    if action == "START_TRAINING":
-        project_id = _project(ctx, body)
+    if event.action == "START_TRAINING":
+        project_id = _project(ctx, event)
         job_id = submit_training(
             ctx.celery, ctx.store, project_id, reason="Start training in Label Studio"
         )
         return {"status": "queued", "job_id": job_id}
-    return {"status": "ignored", "action": action}
+    return {"status": "ignored", "action": event.action}
