@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark each test by its folder: tests/unit -> unit, tests/integration -> integration, ..."""
     for item in items:
         parts = Path(str(item.fspath)).relative_to(TESTS_DIR).parts
-        if parts and parts[0] in ("unit", "integration", "gpu"):
+        if parts and parts[0] in ("unit", "integration", "gpu", "security"):
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 
