@@ -252,7 +252,8 @@ def verify_checkpoint(name: str, source: Path) -> str:
 
     spec = spec_for(name)
     if not Path(source).is_file():
-        raise WeightsError(f"{source} does not exist")
+        what = "is a folder, not a file" if Path(source).is_dir() else "does not exist"
+        raise WeightsError(f"{source} {what}")
     model = build_model(spec.variant)
     try:
         kind = load_checkpoint_into(model, source).kind

@@ -159,9 +159,13 @@ def run_submit_sync(args: argparse.Namespace) -> int:
 def run_images_add(args: argparse.Namespace) -> int:
     """Copy images into the cache and register them in a project."""
     from core_model.errors import InvalidImageError
+    from labeling_pipeline.store import NotFoundError
     from labeling_pipeline.store.images import cache_image_file
     from labeling_pipeline.store.repository import add_image, get_or_create_project
 
+    missing = [str(path) for path in args.paths if not path.exists()]
+    if missing:
+        raise NotFoundError(f"no such file or folder: {', '.join(missing)}; nothing added")
     settings, store = _store()
     files = [
         p

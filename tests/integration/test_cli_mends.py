@@ -84,6 +84,14 @@ def test_value_and_os_errors_of_a_command_are_one_line(data_dir, capsys, monkeyp
     one_line_error(capsys.readouterr().err, "ls-config: error: bad value with a second line")
     assert cli.main(["weights", "import", "unsamv2", str(data_dir / "missing.pt")]) == 2
     one_line_error(capsys.readouterr().err, "does not exist")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    assert cli.main(["weights", "import", "unsamv2", str(data_dir)]) == 2
+    one_line_error(capsys.readouterr().err, "is a folder, not a file")
+
+
+def test_adding_images_that_do_not_exist_is_an_error(data_dir, capsys) -> None:
+    assert cli.main(["images", "add", "--project", "P", str(data_dir / "nope.png")]) == 2
+    one_line_error(capsys.readouterr().err, "nope.png", "nothing added")
 
 
 def test_train_without_weights_fails_before_any_work(data_dir, project_with_image, capsys):
