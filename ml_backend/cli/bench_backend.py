@@ -1,13 +1,17 @@
 """`unsamv2 bench backend`: HTTP latency of interactive clicks, one and eight annotators.
 
 The real backend app (routes, Label Studio JSON decoding, image cache, brush RLE encoding)
-serves on 127.0.0.1 through a threaded WSGI server, with a model of the given variant and random
-weights loaded from a checkpoint file like a real one. Tasks point at generated images through
-Label Studio's local-files URLs. After one warm-up click per image (the embedding), it measures:
-one annotator clicking on one image, then eight annotators clicking at the same time, each on
-their own image. Every answer is checked: HTTP 200, the result id of the annotator's own task,
-the image's size, and a mask equal to the one the predictor gives for that click alone (no
-cross-talk between concurrent requests).
+serves on 127.0.0.1 through the server of `unsamv2 serve` (waitress), with a model of the given
+variant and random weights loaded from a checkpoint file like a real one. Tasks point at
+generated images through Label Studio's local-files URLs. After one warm-up click per image
+(the embedding), it measures: one annotator clicking on one image, then eight annotators
+clicking at the same time, each on their own image. Every answer is checked: HTTP 200, the
+result id of the annotator's own task, the image's size, and a mask equal to the one the
+predictor gives for that click alone (no cross-talk between concurrent requests).
+
+With ``--hostile``, the eight annotators click once more while eight hostile clients (slow-drip
+bodies, oversized bodies, absurd ``original_width``; see `bench_hostile`) hit the same server;
+the report compares the valid clicks' p95 with the calm run's and counts 5xx answers.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--annotators", type=int, default=8)
     p.add_argument("--clicks", type=int, default=20, help="timed clicks per annotator")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
+    p.add_argument(
+        "--hostile",
+        action="store_true",
+        help="repeat the concurrent run next to 8 slow, oversized and absurd clients",
+    )
     p.set_defaults(run=run_backend_bench)
 
 
@@ -60,15 +69,15 @@ def _click_body(
     }
 
 
-def _serve(app: Any) -> tuple[Any, str]:
-    from werkzeug.serving import make_server
+def _serve(app: Any, settings: Any) -> tuple[Any, int]:
+    from ml_backend.http_server import create_http_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_port}"
+    server = create_http_server(app, settings, "127.0.0.1", 0)
+    threading.Thread(target=server.run, daemon=True).start()
+    return server, int(server.effective_port)
 
 
-def _setup(args: argparse.Namespace, root: Path) -> tuple[Any, Any, tuple[int, int]]:
+def _setup(args: argparse.Namespace, root: Path) -> tuple[Any, Any, tuple[int, int], Any]:
     import torch
     from PIL import Image
 
@@ -97,7 +106,7 @@ def _setup(args: argparse.Namespace, root: Path) -> tuple[Any, Any, tuple[int, i
     runtime = ModelRuntime(settings.pipeline, store=store, poll_s=0)
     runtime.refresh()
     app = create_app(settings, runtime=runtime, store=store, start_runtime=False)
-    return app, runtime, (width, height)
+    return app, runtime, (width, height), settings
 
 
 def _percentiles(times: list[float]) -> dict[str, float]:
@@ -141,65 +150,128 @@ def _check_answers(
     return errors
 
 
+class _Clicks:
+    """Sends planned clicks and keeps, per phase, the answers, latencies and failures."""
+
+    def __init__(
+        self, url: str, plans: dict[int, list[tuple[float, float]]], config: str, size: Any
+    ) -> None:
+        self.url, self.plans, self.config, self.size = url, plans, config, size
+        self.answers: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
+        self.failures: dict[str, list[str]] = {}
+        self.server_errors: dict[str, int] = {}
+
+    def click(self, session: Any, task_id: int, index: int, phase: str) -> float:
+        x, y = self.plans[task_id][index]
+        body = _click_body(task_id, x, y, self.config, self.size, f"a{task_id}-{index}")
+        start = time.perf_counter()
+        reply = session.post(f"{self.url}/predict", json=body, timeout=120)
+        elapsed = time.perf_counter() - start
+        if reply.status_code != 200:
+            self.failures.setdefault(phase, []).append(
+                f"task {task_id}: HTTP {reply.status_code} {reply.text[:200]}"
+            )
+            if reply.status_code >= 500:
+                self.server_errors[phase] = self.server_errors.get(phase, 0) + 1
+        else:
+            answers = self.answers.setdefault(phase, {})
+            answers[(task_id, index)] = reply.json()["results"][0]["result"][0]
+        return elapsed
+
+    def concurrent(self, annotators: int, clicks: int, phase: str) -> tuple[list[float], float]:
+        """Every annotator clicks `clicks` times at once; return the latencies and wall time."""
+        import requests
+
+        def annotator(task_id: int) -> list[float]:
+            with requests.Session() as own:
+                return [self.click(own, task_id, i, phase) for i in range(clicks)]
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(annotators) as pool:
+            times = [t for part in pool.map(annotator, range(annotators)) for t in part]
+        return times, time.perf_counter() - start
+
+
+def _hostile_run(
+    args: argparse.Namespace, clicks: _Clicks, port: int, settings: Any, calm: dict[str, float]
+) -> dict[str, Any]:
+    from ml_backend.cli.bench_hostile import HostileClients
+
+    x, y = clicks.plans[0][0]
+    hostile = HostileClients(
+        port,
+        lambda: _click_body(0, x, y, clicks.config, clicks.size, "hostile"),
+        settings.max_request_bytes,
+    )
+    hostile.start()
+    time.sleep(1.0)  # the hostile clients are connected and sending
+    times, wall = clicks.concurrent(args.annotators, args.clicks, "hostile")
+    statuses = hostile.stop()
+    figures = _percentiles(times)
+    hostile_5xx = sum(n for c in statuses.values() for s, n in c.items() if s.startswith("5"))
+    return {
+        **figures,
+        "clicks_per_s": len(times) / wall,
+        "p95_ratio": figures["p95_ms"] / calm["p95_ms"],
+        "failed_requests": clicks.failures.get("hostile", []),
+        "valid_5xx": clicks.server_errors.get("hostile", 0),
+        "hostile_5xx": hostile_5xx,
+        "hostile_statuses": statuses,
+    }
+
+
 def run_backend_bench(args: argparse.Namespace) -> int:
-    """Run both scenarios and print the figures."""
+    """Run the scenarios and print the figures."""
     import requests
 
     from ml_backend.label_studio.label_config import shipped_config
 
-    config = shipped_config()
     with tempfile.TemporaryDirectory() as tmp:
-        app, runtime, size = _setup(args, Path(tmp))
-        server, url = _serve(app)
+        app, runtime, size, settings = _setup(args, Path(tmp))
+        server, port = _serve(app, settings)
         rng = np.random.default_rng(0)
         plans = {
             t: [(float(rng.uniform(5, 95)), float(rng.uniform(5, 95))) for _ in range(args.clicks)]
             for t in range(args.annotators)
         }
-        answers: dict[tuple[int, int], dict[str, Any]] = {}
-        failures: list[str] = []
-
-        def click(session: Any, task_id: int, index: int) -> float:
-            x, y = plans[task_id][index]
-            start = time.perf_counter()
-            reply = session.post(
-                f"{url}/predict",
-                json=_click_body(task_id, x, y, config, size, f"a{task_id}-{index}"),
-                timeout=120,
-            )
-            elapsed = time.perf_counter() - start
-            if reply.status_code != 200:
-                failures.append(f"task {task_id}: HTTP {reply.status_code} {reply.text[:200]}")
-            else:
-                answers[(task_id, index)] = reply.json()["results"][0]["result"][0]
-            return elapsed
-
+        clicks = _Clicks(f"http://127.0.0.1:{port}", plans, shipped_config(), size)
         with requests.Session() as session:
             for task_id in range(args.annotators):  # warm-up: one embedding per image
-                click(session, task_id, 0)
-            single = [click(session, 0, i) for i in range(args.clicks)]
+                clicks.click(session, task_id, 0, "calm")
+            single = [clicks.click(session, 0, i, "calm") for i in range(args.clicks)]
+        concurrent, wall = clicks.concurrent(args.annotators, args.clicks, "calm")
+        report: dict[str, Any] = {
+            "config": args.config,
+            "size": args.size,
+            "annotators": args.annotators,
+            "single": _percentiles(single),
+            "concurrent": _percentiles(concurrent),
+            "concurrent_clicks_per_s": len(concurrent) / wall,
+        }
+        if args.hostile:
+            report["hostile"] = _hostile_run(args, clicks, port, settings, report["concurrent"])
+        server.close()
+        report["mismatches"] = _check_answers(
+            app, runtime, plans, clicks.answers.get("calm", {}), size
+        )
+        report["failed_requests"] = clicks.failures.get("calm", [])
+        if args.hostile:
+            report["hostile"]["mismatches"] = _check_answers(
+                app, runtime, plans, clicks.answers.get("hostile", {}), size
+            )
+    _print(args, report)
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+    hostile = report.get("hostile")
+    hostile_ok = hostile is None or (
+        hostile["mismatches"] == 0
+        and not hostile["failed_requests"]
+        and hostile["hostile_5xx"] == 0
+    )
+    return 0 if report["mismatches"] == 0 and not report["failed_requests"] and hostile_ok else 1
 
-        def annotator(task_id: int) -> list[float]:
-            with requests.Session() as own:
-                return [click(own, task_id, i) for i in range(args.clicks)]
 
-        start = time.perf_counter()
-        with ThreadPoolExecutor(args.annotators) as pool:
-            concurrent = [t for times in pool.map(annotator, range(args.annotators)) for t in times]
-        wall = time.perf_counter() - start
-        server.shutdown()
-
-        errors = _check_answers(app, runtime, plans, answers, size)
-    report = {
-        "config": args.config,
-        "size": args.size,
-        "annotators": args.annotators,
-        "single": _percentiles(single),
-        "concurrent": _percentiles(concurrent),
-        "concurrent_clicks_per_s": len(concurrent) / wall,
-        "mismatches": errors,
-        "failed_requests": failures,
-    }
+def _print(args: argparse.Namespace, report: dict[str, Any]) -> None:
     print(
         f"bench backend: model {args.config} (random weights), images {args.size}, HTTP on "
         f"127.0.0.1"
@@ -208,14 +280,27 @@ def run_backend_bench(args: argparse.Namespace) -> int:
         f"  1 annotator : p50 {report['single']['p50_ms']:.1f} ms, "
         f"p95 {report['single']['p95_ms']:.1f} ms per click"
     )
+    failures = report["failed_requests"]
     print(
         f"  {args.annotators} annotators: p50 {report['concurrent']['p50_ms']:.1f} ms, "
         f"p95 {report['concurrent']['p95_ms']:.1f} ms per click, "
         f"{report['concurrent_clicks_per_s']:.1f} clicks/s, failed requests {len(failures)}, "
-        f"mismatched answers {errors}"
+        f"mismatched answers {report['mismatches']}"
     )
     for failure in failures[:5]:
         print(f"  failed: {failure}")
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2))
-    return 0 if errors == 0 and not failures else 1
+    hostile = report.get("hostile")
+    if hostile is None:
+        return
+    print(
+        f"  {args.annotators} annotators + 8 hostile clients: p50 {hostile['p50_ms']:.1f} ms, "
+        f"p95 {hostile['p95_ms']:.1f} ms per click ({hostile['p95_ratio']:.2f}x calm p95), "
+        f"failed requests {len(hostile['failed_requests'])}, mismatched answers "
+        f"{hostile['mismatches']}, 5xx: valid {hostile['valid_5xx']}, hostile "
+        f"{hostile['hostile_5xx']}"
+    )
+    for kind, statuses in hostile["hostile_statuses"].items():
+        counts = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items()))
+        print(f"    {kind}: {counts or 'no answer yet'}")
+    for failure in hostile["failed_requests"][:5]:
+        print(f"  failed: {failure}")
