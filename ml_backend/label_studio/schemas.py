@@ -23,10 +23,11 @@ from ml_backend.label_studio.config import MAX_LABEL_CONFIG_CHARS
 MAX_ID = 2**63 - 1
 """Largest id the store keeps (signed 64-bit, as SQLite and PostgreSQL BIGINT)."""
 
-MAX_TASKS_PER_PREDICT = 20
-"""Tasks in one /predict. Interactive calls carry one task; a batch of whole-image
-pre-annotations embeds every task's image (about 1-3 s each for the small model on a CPU), so
-20 tasks fit in Label Studio's 100 s predict timeout together with the decoding deadline."""
+MAX_TASKS_PER_PREDICT = 1000
+"""Tasks in one /predict. Interactive calls carry one task; Label Studio's "Retrieve predictions"
+sends the selected tasks together. The work is bounded by the pre-annotation deadline, not by
+this count (a task not started before the deadline gets an empty result marked partial, so Label
+Studio asks again later); the count only bounds the request's parsing and answer size."""
 
 MAX_CONTEXT_RESULTS = 1000
 """Results in ``params.context.result``: one label's smart regions plus their per-region
