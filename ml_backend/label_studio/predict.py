@@ -76,7 +76,7 @@ def predict(ctx: BackendContext, body: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises:
         BadRequestError: a body that does not match `PredictRequest` (types, id range, more
-            than 20 tasks, ...), or an unusable context.
+            than MAX_TASKS_PER_PREDICT tasks, ...), or an unusable context.
     """
     request = validate(PredictRequest, body)
     project_id = ls_project_id(request.project)
