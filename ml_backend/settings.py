@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core_model.errors import UnSAMv2Error
 from core_model.imageio import MAX_IMAGE_PIXELS
-from labeling_pipeline.label_studio.transport import ImageFetchError, parse_host_entry
+from labeling_pipeline.label_studio.fetch_rules import ImageFetchError, parse_host_entry
 from labeling_pipeline.settings import PipelineSettings
 from ml_backend.cvat.presets import DEFAULT_PRESETS, Preset, PresetError, parse_presets
 
@@ -117,7 +117,7 @@ class Settings:
             basic_auth=(user, password) if user and password else None,
             webhook_secret=reader.text("UNSAMV2_WEBHOOK_SECRET"),
             allowed_image_hosts=reader.hosts("UNSAMV2_ALLOWED_IMAGE_HOSTS"),
-            label_studio_hosts=reader.hosts("UNSAMV2_LABEL_STUDIO_HOSTS"),
+            label_studio_hosts=reader.hosts("UNSAMV2_LABEL_STUDIO_HOSTS", allow_any=False),
             allow_private_networks=reader.flag("UNSAMV2_ALLOW_PRIVATE_NETWORKS"),
             local_files_root=Path(local_root) if local_root else None,
             default_granularity=reader.number(
@@ -188,13 +188,15 @@ class _Reader:
         except PresetError as exc:
             raise SettingsError(f"{name}: {exc}") from None
 
-    def hosts(self, name: str) -> frozenset[str]:
+    def hosts(self, name: str, *, allow_any: bool = True) -> frozenset[str]:
         entries = frozenset(h.strip() for h in (self.text(name) or "").split(",") if h.strip())
         for entry in entries:
             try:
-                parse_host_entry(entry)
+                parsed = parse_host_entry(entry)
             except ImageFetchError as exc:
                 raise SettingsError(f"{name}: {exc}") from None
+            if parsed.host == "*" and not allow_any:
+                raise SettingsError(f"{name} must name hosts; '*' is not accepted")
         return entries
 
     def flag(self, name: str) -> bool:

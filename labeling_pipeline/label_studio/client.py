@@ -17,14 +17,16 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from core_model.errors import UnSAMv2Error
-from labeling_pipeline.label_studio.transport import (
-    TRANSPORT_ERRORS,
+from labeling_pipeline.label_studio.fetch_rules import (
     FetchPolicy,
     ImageFetchError,
     Origin,
+    origin_of,
+)
+from labeling_pipeline.label_studio.transport import (
+    TRANSPORT_ERRORS,
     describe_failure,
     guarded_get,
-    origin_of,
 )
 
 DEFAULT_TIMEOUT_S = 30.0

@@ -5,7 +5,7 @@ http(s) URLs, or data URIs. Label Studio paths, and absolute URLs of Label Studi
 are downloaded with the API client (or read from a shared local-files root). Other http(s) hosts
 must be allowed explicitly, and addresses in private, loopback, link-local or reserved ranges are
 refused unless allowed (server-side request forgery). Every download has a size limit and a
-deadline, and every redirect hop is checked again (see `labeling_pipeline.label_studio.transport`).
+deadline, and every redirect hop is checked again (see `fetch_rules` and `transport`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from labeling_pipeline.label_studio.client import LabelStudioClient, LabelStudioError
-from labeling_pipeline.label_studio.transport import (
+from labeling_pipeline.label_studio.fetch_rules import (
     DEFAULT_MAX_BYTES,
     FetchPolicy,
     ImageFetchError,
-    guarded_get,
     origin_of,
 )
+from labeling_pipeline.label_studio.transport import guarded_get
 
 __all__ = ["DEFAULT_MAX_BYTES", "FetchPolicy", "ImageFetchError", "fetch_task_image"]
 

@@ -18,7 +18,7 @@ from flask import current_app
 
 from labeling_pipeline.label_studio.client import LabelStudioClient, LabelStudioError
 from labeling_pipeline.label_studio.fetch import FetchPolicy
-from labeling_pipeline.label_studio.transport import (
+from labeling_pipeline.label_studio.fetch_rules import (
     ImageFetchError,
     Origin,
     origin_of,

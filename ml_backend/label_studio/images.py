@@ -20,7 +20,7 @@ import numpy.typing as npt
 from core_model.imageio import load_image_rgb
 from labeling_pipeline.label_studio.client import LabelStudioClient
 from labeling_pipeline.label_studio.fetch import FetchPolicy, fetch_task_image
-from labeling_pipeline.label_studio.transport import Origin
+from labeling_pipeline.label_studio.fetch_rules import Origin
 from labeling_pipeline.store.images import cache_image_bytes
 
 _MAX_URLS = 10_000

@@ -26,11 +26,12 @@ from ssrf_servers import (
 
 from labeling_pipeline.label_studio.client import LabelStudioClient, LabelStudioError
 from labeling_pipeline.label_studio.fetch import FetchPolicy, ImageFetchError, fetch_task_image
-from labeling_pipeline.label_studio.transport import (
+from labeling_pipeline.label_studio.fetch_rules import (
     HostEntry,
     is_blocked_address,
     parse_host_entry,
 )
+from ml_backend.settings import Settings, SettingsError
 
 # host forms that all reach this machine (or the cloud metadata address)
 LOOPBACK_FORMS = [
@@ -262,3 +263,26 @@ def test_connection_refused_is_a_fetch_error(canary: LocalServer) -> None:
         policy = FetchPolicy(allowed_hosts=frozenset({"127.0.0.1"}), allow_private_networks=True)
         with pytest.raises(ImageFetchError, match="connection failed"):
             fetch_task_image(f"http://127.0.0.1:{port}/x.png", client=None, policy=policy)
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"UNSAMV2_ALLOWED_IMAGE_HOSTS": "images.example.com:http"}, "UNSAMV2_ALLOWED_IMAGE_HOSTS"),
+        ({"UNSAMV2_LABEL_STUDIO_HOSTS": "ls.example.com, :8080"}, "UNSAMV2_LABEL_STUDIO_HOSTS"),
+        ({"UNSAMV2_LABEL_STUDIO_HOSTS": "*"}, "'\\*' is not accepted"),
+        ({"UNSAMV2_FETCH_TIMEOUT_S": "0"}, "UNSAMV2_FETCH_TIMEOUT_S"),
+    ],
+)
+def test_bad_fetch_settings_stop_the_process(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(SettingsError, match=problem):
+        Settings.from_env(env)
+
+
+def test_fetch_settings() -> None:
+    settings = Settings.from_env(
+        {"UNSAMV2_LABEL_STUDIO_HOSTS": "ls.example.com:8080", "UNSAMV2_FETCH_TIMEOUT_S": "5"}
+    )
+    assert settings.label_studio_hosts == frozenset({"ls.example.com:8080"})
+    assert settings.pipeline.fetch_timeout_s == 5.0
+    assert Settings.from_env({}).pipeline.fetch_timeout_s == 30.0

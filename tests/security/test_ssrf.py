@@ -24,6 +24,9 @@ from ssrf_servers import (
     truncated_jpeg,
 )
 
+from ml_backend.label_studio.context import BackendContext
+from ml_backend.settings import Settings
+
 CANARY_PATH = "/latest/meta-data/iam"
 
 
@@ -222,3 +225,36 @@ def test_a_broken_image_error_names_no_server_path(ls_backend: Any, images: Loca
     message = assert_clear_error(answer, 422)
     assert "truncated" in message, message
     assert str(folder) not in message and "/images/" not in message, message
+
+
+def context_for(tmp_path: Any, **env: str) -> BackendContext:
+    """A backend context without model or store (only /setup's Label Studio rules are used)."""
+    settings = Settings.from_env({"UNSAMV2_DATA_DIR": str(tmp_path), **env})
+    return BackendContext(settings=settings, runtime=None, store=None)  # type: ignore[arg-type]
+
+
+def authorization(context: BackendContext) -> tuple[str, str] | None:
+    client = context.ls_client()
+    return None if client is None else (client.base_url, client._authorization())
+
+
+def test_setup_token_is_used_only_with_an_allowed_host_and_no_configured_key(tmp_path) -> None:
+    url_only = context_for(tmp_path, LABEL_STUDIO_URL="http://ls.example.com:8080")
+    url_only.remember_label_studio("http://ls.example.com:9999", "t")
+    assert authorization(url_only) is None
+    url_only.remember_label_studio("http://LS.example.com:8080/", "t")
+    assert authorization(url_only) == ("http://LS.example.com:8080", "Token t")
+
+    key_only = context_for(
+        tmp_path, LABEL_STUDIO_API_KEY="k", UNSAMV2_LABEL_STUDIO_HOSTS="ls.example.com"
+    )
+    key_only.remember_label_studio("https://ls.example.com", "t")
+    assert authorization(key_only) == ("https://ls.example.com", "Token k")
+    key_only.remember_label_studio("https://ls.example.com.evil.test", "t")
+    assert authorization(key_only) == ("https://ls.example.com", "Token k")
+
+    configured = context_for(
+        tmp_path, LABEL_STUDIO_URL="http://ls.example.com:8080", LABEL_STUDIO_API_KEY="k"
+    )
+    configured.remember_label_studio("http://127.0.0.1:8080", "t")
+    assert authorization(configured) == ("http://ls.example.com:8080", "Token k")
