@@ -286,3 +286,22 @@ def test_fetch_settings() -> None:
     assert settings.label_studio_hosts == frozenset({"ls.example.com:8080"})
     assert settings.pipeline.fetch_timeout_s == 5.0
     assert Settings.from_env({}).pipeline.fetch_timeout_s == 30.0
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(images: LocalServer) -> None:
+    looked_up: list[str] = []
+
+    def resolve_once(host: str, port: int) -> Sequence[str]:
+        looked_up.append(host)
+        return ["127.0.0.1"]
+
+    policy = FetchPolicy(
+        allowed_hosts=frozenset({"images.test"}),
+        allow_private_networks=True,
+        resolver=resolve_once,
+    )
+    url = f"http://images.test:{images.port}/img.png"
+    assert fetch_task_image(url, client=None, policy=policy) == png_bytes()
+    # one lookup, and the system resolver (which does not know images.test) was never asked
+    assert looked_up == ["images.test"]
+    assert images.hits[-1][2]["Host"] == f"images.test:{images.port}"
