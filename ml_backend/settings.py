@@ -89,7 +89,8 @@ class Settings:
             device=reader.text("UNSAMV2_DEVICE") or "cpu",
             label_studio_url=reader.text("LABEL_STUDIO_URL"),
             label_studio_api_key=reader.text("LABEL_STUDIO_API_KEY"),
-            features=reader.text("UNSAMV2_FEATURES") or "color",
+            # default: the best DINO model in the weights folder, else color with a warning
+            features=reader.text("UNSAMV2_FEATURES") or f"auto:{data_dir / 'weights'}",
             retrain_min_new_masks=reader.integer("UNSAMV2_RETRAIN_MIN_NEW_MASKS", 50, low=1),
             retrain_period_s=reader.number("UNSAMV2_RETRAIN_PERIOD_S", 86400.0, low=1.0),
             retrain_check_interval_s=reader.number(

@@ -63,6 +63,24 @@ def _patchify(array: npt.NDArray[np.float32], patch: int) -> npt.NDArray[np.floa
     return blocks.reshape(h * w, patch * patch, *rest)
 
 
+def flatten_illumination(
+    image: npt.NDArray[np.uint8], sigma_fraction: float
+) -> npt.NDArray[np.uint8]:
+    """Return the (H, W, 3) uint8 RGB image divided by its smooth brightness, chroma kept.
+
+    The brightness is the luminance blurred with a Gaussian of `sigma_fraction` times the long
+    side, normalised to its mean; a Gaussian leaves a linear ramp unchanged, so an illumination
+    gradient across the image is removed while colours (ratios of R, G, B) stay as they are.
+    """
+    rgb = image.astype(np.float32)
+    luminance = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    sigma = sigma_fraction * max(image.shape[:2])
+    smooth = cv2.GaussianBlur(luminance, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    gain = float(smooth.mean()) / np.maximum(smooth, 1.0)
+    out: npt.NDArray[np.uint8] = np.clip(rgb * gain[..., None], 0, 255).astype(np.uint8)
+    return out
+
+
 class ColorTextureExtractor:
     """Weight-free features (see the module docstring).
 
@@ -71,6 +89,9 @@ class ColorTextureExtractor:
         long_side: Resize target of the long side.
         window_px: Smoothing scale in pixels of the input image.
         weights: Block weights.
+        flatten_fraction: Illumination flattening scale as a fraction of the long side (0: off);
+            see `flatten_illumination`. 0.2 is far larger than a part, so it follows lighting,
+            not part colours.
     """
 
     name = "color"
@@ -82,6 +103,7 @@ class ColorTextureExtractor:
         long_side: int = 384,
         window_px: float = 3.0,
         weights: ColorFeatureWeights | None = None,
+        flatten_fraction: float = 0.2,
     ):
         if patch_size < 2 or long_side < patch_size:
             raise FeatureExtractorError(
@@ -92,6 +114,9 @@ class ColorTextureExtractor:
         self.long_side = long_side
         self.window_px = window_px
         self.weights = weights or ColorFeatureWeights()
+        self.flatten_fraction = flatten_fraction
+        # set by the factory when this extractor stands in for missing DINO weights
+        self.warning = ""
 
     def _colour_histograms(self, lab: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Return (h*w, 320) mean soft histograms of the patches of an (h*p, w*p, 3) Lab image."""
@@ -138,6 +163,8 @@ class ColorTextureExtractor:
         resized = cv2.resize(
             image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
         )
+        if self.flatten_fraction > 0:
+            resized = flatten_illumination(np.asarray(resized, np.uint8), self.flatten_fraction)
         # 8-bit Lab is ~100x faster than float Lab; rescale to L in [0, 100], a and b centred
         lab = cv2.cvtColor(np.ascontiguousarray(resized), cv2.COLOR_RGB2LAB).astype(np.float32)
         lab *= np.array([100.0 / 255.0, 1.0, 1.0], dtype=np.float32)

@@ -38,6 +38,11 @@ class PseudoLabelConfig:
         min_region_patches: Smallest conquer region, in patches.
         keep_inside_fraction: A conquer region is kept if more than this share lies inside.
         nms_iou: Mask NMS threshold (parts above it with the instance or a kept part go).
+        split_sigma, split_max_ncut, split_max_depth, split_min_area_fraction: Splitting of a
+            divide proposal that holds touching objects (`split`; why each value: below).
+        snap_to_parts, snap_min_inside: Rebuilding instances from their refined parts.
+        fallback, fallback_min_area_fraction, fallback_min_contrast: The instance of last
+            resort for an image where the divide finds none (`fallback`).
         refine: GrabCut refinement settings.
         max_image_side: Images are downscaled to this long side for processing (None: never);
             masks are written at the original resolution.
@@ -55,6 +60,33 @@ class PseudoLabelConfig:
     min_region_patches: int = 4
     keep_inside_fraction: float = 0.9
     nms_iou: float = 0.8
+    # Split of a divide proposal holding touching objects (`split`): neighbour links weigh
+    # exp(-(1 - cos) / 0.1), so same-part patches (cos ~0.9-1) link at ~0.4-1 and different
+    # parts (cos ~0.3-0.45) at < 0.01, a boundary of appearance costs little to cut.
+    split_sigma: float = 0.1
+    # N-cut value below which a split is kept: a junction between two objects cuts a few
+    # weak links of two large sides (~0.05-0.2); a cut through one uniform region costs ~1.
+    split_max_ncut: float = 0.25
+    # Two levels give up to four pieces per proposal, as many objects as scenes usually crowd
+    # together; deeper levels would cut objects into their parts, which the conquer does.
+    split_max_depth: int = 2
+    # A piece must cover this share of the image to be proposed: a little below the 5 % of an
+    # instance, so a partly occluded object still counts; far above one part of an object
+    # (a limb, a wheel), which the conquer finds, so a split does not cut an object apart.
+    split_min_area_fraction: float = 0.04
+    # Rebuild instances and split pieces from their refined conquer parts (`refine.snap_to_parts`):
+    # a patch-grid mask is ~one patch (8-21 px) off along its boundary, its parts follow edges.
+    snap_to_parts: bool = True
+    # A part joins a mask when most of it lies inside: a part straddling two objects stays out.
+    snap_min_inside: float = 0.5
+    # An image whose divide yields no instance still gets one (`fallback`), with the reason in
+    # the per-image result: an image without masks teaches nothing.
+    fallback: bool = True
+    # The colour-contrast fallback region must cover 1 % of the image (smaller is clutter) ...
+    fallback_min_area_fraction: float = 0.01
+    # ... and differ from every border colour by 12 Lab units on average: clearly another
+    # colour (a just-noticeable difference is ~2.3), far above JPEG and sensor noise.
+    fallback_min_contrast: float = 12.0
     refine: RefineConfig = field(default_factory=RefineConfig)
     max_image_side: int | None = 1024
     max_image_pixels: int = MAX_IMAGE_PIXELS

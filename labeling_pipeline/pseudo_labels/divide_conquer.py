@@ -31,18 +31,31 @@ from core_model.masks import decode_coco_rle, encode_coco_rle
 from core_model.types import BoolMask
 from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig
 from labeling_pipeline.pseudo_labels.conquer import merge_patches
+from labeling_pipeline.pseudo_labels.diagnostics import StageTrace
 from labeling_pipeline.pseudo_labels.errors import ProposalError
+from labeling_pipeline.pseudo_labels.fallback import fallback_instance
 from labeling_pipeline.pseudo_labels.features import FeatureExtractor, check_image
 from labeling_pipeline.pseudo_labels.granularity import granularity_from_areas
 from labeling_pipeline.pseudo_labels.mask_ops import protected_nms
 from labeling_pipeline.pseudo_labels.ncut import discover_instances
-from labeling_pipeline.pseudo_labels.refine import RefineConfig, accept_refined, grabcut_refine
-from labeling_pipeline.pseudo_labels.relations import find_hierarchies
+from labeling_pipeline.pseudo_labels.refine import (
+    RefineConfig,
+    accept_refined,
+    grabcut_refine,
+    snap_to_parts,
+)
+from labeling_pipeline.pseudo_labels.relations import InstanceHierarchy, find_hierarchies
+from labeling_pipeline.pseudo_labels.split import split_proposal
 
 logger = logging.getLogger(__name__)
 
 UNREFINED_SOURCES = ("human",)
-SOURCE_PRIORITY = {"ncut": 0, "external": 1, "human": 2}  # between near-duplicate instances
+SOURCE_PRIORITY = {
+    "split": 0,
+    "ncut": 0,
+    "external": 1,
+    "human": 2,
+}  # between near-duplicate instances
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,8 @@ class PseudoMask:
         instance_id: 1-based id of the instance hierarchy.
         is_part: False for the instance itself.
         score: Proposal score (instances and external parts) or conquer level (conquer parts).
-        source: "ncut", "external", "human" or "conquer".
+        source: "ncut", "split" (a piece of an N-cut proposal), "external", "human",
+            "conquer" or "fallback" (see `fallback`).
     """
 
     segmentation: dict[str, Any]
@@ -128,9 +142,26 @@ def _divide(
         features = extractor.extract(image)
         patch_px = features.patch_size * height / features.resized_hw[0]
         band = max(band, round(config.refine.band_patches * patch_px))
+        units = features.normalised().reshape(*features.grid_hw, -1)
+        min_piece = max(
+            config.ncut.min_patches,
+            round(config.split_min_area_fraction * units.shape[0] * units.shape[1]),
+        )
         for cut in discover_instances(features, config.ncut):
             mask = grid_to_image(cut.mask, height, width)
             found.append(_Candidate(mask, cut.score, "ncut", band))
+            pieces = split_proposal(
+                units,
+                cut.mask,
+                sigma=config.split_sigma,
+                max_ncut=config.split_max_ncut,
+                min_patches=min_piece,
+                max_depth=config.split_max_depth,
+            )
+            for piece in pieces:
+                found.append(
+                    _Candidate(grid_to_image(piece, height, width), cut.score, "split", band)
+                )
     for index, p in enumerate(proposals):
         mask = np.asarray(p.mask)
         if mask.shape != (height, width):
@@ -166,6 +197,7 @@ def _conquer(
     frame: tuple[int, int, int, int],
     extractor: FeatureExtractor,
     config: PseudoLabelConfig,
+    trace: StageTrace | None = None,
 ) -> list[_Candidate]:
     """Return conquer regions of one instance, in the instance frame, clipped to the instance."""
     fy0, fy1, fx0, fx1 = frame
@@ -188,6 +220,8 @@ def _conquer(
             continue
         framed = np.zeros((fy1 - fy0, fx1 - fx0), dtype=bool)
         framed[y0 - fy0 : y1 - fy0, x0 - fx0 : x1 - fx0] = inside
+        if trace is not None:
+            trace.add("conquer", framed, fy0, fx0)
         out.append(_Candidate(framed, region.threshold, "conquer", band))
     return out
 
@@ -242,6 +276,7 @@ def _hierarchy(
     given: list[_Candidate],
     extractor: FeatureExtractor,
     config: PseudoLabelConfig,
+    trace: StageTrace | None = None,
 ) -> tuple[tuple[int, int, int, int], BoolMask, list[_Candidate]]:
     """Refine one instance and find its parts.
 
@@ -251,6 +286,10 @@ def _hierarchy(
     """
     refined = _refined(image, head, config.refine)
     instance = head.mask if refined is None else refined  # a discarded refinement keeps the coarse
+    if config.snap_to_parts:  # the conquer looks at the coarse mask too: refinement may cut
+        instance = instance | head.mask
+    if trace is not None:
+        trace.add("instances", instance)
     frame = _box(instance, margin=2 * head.band_px + 2)
     fy0, fy1, fx0, fx1 = frame
     framed_given = [
@@ -258,12 +297,65 @@ def _hierarchy(
         for c in sorted(given, key=lambda c: (-c.score, -int(c.mask.sum())))
     ]
     conquered = sorted(
-        _conquer(image, instance, frame, extractor, config), key=lambda c: -int(c.mask.sum())
+        _conquer(image, instance, frame, extractor, config, trace), key=lambda c: -int(c.mask.sum())
     )
     framed_instance = instance[fy0:fy1, fx0:fx1]
-    parts = _parts(image[fy0:fy1, fx0:fx1], framed_instance, framed_given + conquered, config)
+    # split pieces are coarse patch masks: exact conquer regions win NMS against them
+    ordered = [c for c in framed_given if c.source != "split"] + conquered
+    ordered += [c for c in framed_given if c.source == "split"]
+    parts = _parts(image[fy0:fy1, fx0:fx1], framed_instance, ordered, config)
+    if config.snap_to_parts and head.source not in UNREFINED_SOURCES:
+        framed_instance, parts = _snapped(framed_instance, parts, head.band_px, config)
     parts.sort(key=lambda c: -int(c.mask.sum()))
     return frame, framed_instance, parts
+
+
+def _snapped(
+    instance: BoolMask, parts: list[_Candidate], band_px: int, config: PseudoLabelConfig
+) -> tuple[BoolMask, list[_Candidate]]:
+    """Snap the instance and its split pieces to their conquer parts; NMS again."""
+    leaves = [p.mask for p in parts if p.source == "conquer"]
+
+    def snap(mask: BoolMask) -> BoolMask:
+        return snap_to_parts(
+            mask,
+            leaves,
+            band_px=band_px,
+            min_inside=config.snap_min_inside,
+            min_iou=config.refine.min_iou,
+        )
+
+    instance = snap(instance)
+    snapped = [
+        _Candidate(snap(p.mask), p.score, p.source, p.band_px) if p.source == "split" else p
+        for p in parts
+    ]
+    area = int(instance.sum())
+    snapped = [p for p in snapped if _is_part(p.mask, instance, area, config)]
+    order = protected_nms(instance, [p.mask for p in snapped], iou_threshold=config.nms_iou)
+    return instance, [snapped[i] for i in order]
+
+
+def _fallback(
+    image: npt.NDArray[np.uint8],
+    candidates: list[_Candidate],
+    config: PseudoLabelConfig,
+    trace: StageTrace | None,
+) -> list[InstanceHierarchy]:
+    """Append a fallback instance to `candidates` and return its hierarchy (none if nothing)."""
+    mask, reason = fallback_instance(
+        image,
+        [c.mask for c in candidates],
+        min_area_fraction=config.fallback_min_area_fraction,
+        min_contrast=config.fallback_min_contrast,
+    )
+    logger.info("no instance found: %s", reason)
+    if trace is not None:
+        trace.fallback = reason
+    if mask is None:
+        return []
+    candidates.append(_Candidate(mask, 0.0, "fallback", config.refine.min_band_px))
+    return [InstanceHierarchy(len(candidates) - 1, ())]
 
 
 def pseudo_label_image(
@@ -272,6 +364,7 @@ def pseudo_label_image(
     *,
     config: PseudoLabelConfig | None = None,
     proposals: Sequence[Proposal] = (),
+    trace: StageTrace | None = None,
 ) -> list[PseudoMask]:
     """Run divide, relations, conquer, NMS, refinement and granularity on one image.
 
@@ -280,6 +373,7 @@ def pseudo_label_image(
         extractor: Patch-feature extractor (used for the divide and the conquer stages).
         config: Thresholds; defaults to `PseudoLabelConfig()`.
         proposals: External proposals (masks (H, W) bool) entering the same stages.
+        trace: If given, filled with every stage's masks (`diagnostics.StageTrace`).
 
     Returns:
         Instances and parts, each instance followed by its parts (largest part first).
@@ -292,6 +386,9 @@ def pseudo_label_image(
     check_image(image)
     height, width = image.shape[:2]
     candidates = _divide(image, extractor, config, proposals)
+    if trace is not None:
+        for c in candidates:
+            trace.add("divide", c.mask)
     hierarchies = find_hierarchies(
         [c.mask for c in candidates],
         [c.score for c in candidates],
@@ -299,11 +396,13 @@ def pseudo_label_image(
         min_instance_area_fraction=config.instance_min_area_fraction,
         containment_threshold=config.containment_threshold,
     )
+    if not hierarchies and config.fallback:
+        hierarchies = _fallback(image, candidates, config, trace)
     out: list[PseudoMask] = []
     for instance_id, hierarchy in enumerate(hierarchies, start=1):
         head = candidates[hierarchy.instance]
         given = [candidates[j] for j in hierarchy.parts]
-        frame, instance, parts = _hierarchy(image, head, given, extractor, config)
+        frame, instance, parts = _hierarchy(image, head, given, extractor, config, trace)
         areas = [int(instance.sum())] + [int(p.mask.sum()) for p in parts]
         members = [(instance, head.score, head.source, False)] + [
             (p.mask, p.score, p.source, True) for p in parts
@@ -313,4 +412,6 @@ def pseudo_label_image(
         ):
             rle, area, box = _encode(mask, frame, (height, width))
             out.append(PseudoMask(rle, area, box, float(g), instance_id, is_part, score, source))
+            if trace is not None:
+                trace.add("final", mask, frame[0], frame[2])
     return out

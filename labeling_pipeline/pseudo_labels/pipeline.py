@@ -36,6 +36,7 @@ from core_model.masks import (
     mask_to_box_xyxy,
 )
 from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig
+from labeling_pipeline.pseudo_labels.diagnostics import StageTrace
 from labeling_pipeline.pseudo_labels.divide_conquer import Proposal, PseudoMask, pseudo_label_image
 from labeling_pipeline.pseudo_labels.errors import ProposalError
 from labeling_pipeline.pseudo_labels.features import FeatureExtractor
@@ -63,7 +64,8 @@ class PseudoLabelResult:
             image; see `reason`).
         json_path: The JSON file (None when skipped).
         num_masks: Annotations in the JSON.
-        reason: Why the image was skipped, or a note (e.g. "downscaled from 6000x4000").
+        reason: Why the image was skipped, or a note (e.g. "downscaled from 6000x4000", or the
+            fallback that gave the image its masks when the stages found none).
         seconds: Wall time spent on this image.
         granularities: Granularity of every annotation.
     """
@@ -192,7 +194,10 @@ def pseudo_label_image_file(
     if proposals and any(np.shape(p.mask) != (height, width) for p in proposals):
         raise ProposalError(f"proposal masks must be {height}x{width} like {image_path.name}")
     given = resize_proposals(list(proposals or ()), *image.shape[:2])
-    masks = pseudo_label_image(image, extractor, config=config, proposals=given)
+    trace = StageTrace()
+    masks = pseudo_label_image(image, extractor, config=config, proposals=given, trace=trace)
+    warning = str(getattr(extractor, "warning", "") or "")
+    note = "; ".join(n for n in (note, trace.fallback and f"fallback: {trace.fallback}") if n)
     if previews_dir is not None:
         from labeling_pipeline.pseudo_labels.visualize import overlay_preview
 
@@ -207,7 +212,13 @@ def pseudo_label_image_file(
         image_id=image_id if image_id is not None else stable_image_id(json_name),
         height=height,
         width=width,
-        info={"features": extractor.name, "config": config.to_dict(), "note": note},
+        info={
+            "features": extractor.name,
+            "features_warning": warning,
+            "fallback": trace.fallback,
+            "config": config.to_dict(),
+            "note": note,
+        },
     )
     write_json_atomic(json_path, payload)
     done = tuple(float(m.granularity) for m in masks)

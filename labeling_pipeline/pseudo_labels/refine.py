@@ -149,3 +149,45 @@ def accept_refined(
         return False
     union = int((coarse | refined).sum())
     return union > 0 and int((coarse & refined).sum()) / union >= config.min_iou
+
+
+def snap_to_parts(
+    mask: npt.NDArray[np.bool_],
+    parts: list[npt.NDArray[np.bool_]],
+    *,
+    band_px: int,
+    min_inside: float,
+    min_iou: float,
+) -> npt.NDArray[np.bool_]:
+    """Rebuild a coarse mask from the refined parts that lie mostly inside it.
+
+    A coarse mask (a patch-grid proposal) is exact only far from its boundary; its refined
+    parts follow the image's edges. The snapped mask is the coarse mask eroded by `band_px`
+    (the sure interior) joined with every part having more than `min_inside` of its pixels
+    inside the coarse mask, so the boundary comes from the parts, thin parts included.
+
+    Args:
+        mask: (H, W) bool coarse mask.
+        parts: (H, W) bool refined masks in the same frame.
+        band_px: Width of the unsure band along the coarse boundary, in pixels.
+        min_inside: Share of a part's pixels inside `mask` for it to join.
+        min_iou: The snapped mask replaces `mask` only if their IoU is at least this.
+
+    Returns:
+        (H, W) bool: the snapped mask, or `mask` when no part joins or the IoU check fails.
+    """
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1, 2 * band_px + 1))
+    out = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
+    joined = 0
+    for part in parts:
+        area = int(part.sum())
+        if area and int((part & mask).sum()) > min_inside * area:
+            out |= part
+            joined += 1
+    if not joined:
+        return mask
+    union = int((out | mask).sum())
+    if union == 0 or int((out & mask).sum()) / union < min_iou:
+        return mask
+    snapped: npt.NDArray[np.bool_] = _drop_specks(out)
+    return snapped

@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from ml_backend.cli import bench_backend, bench_pseudo_label, bench_synthetic, bench_train
+from ml_backend.cli import (
+    bench_backend,
+    bench_pseudo_label,
+    bench_pseudo_quality,
+    bench_synthetic,
+    bench_train,
+)
 from ml_backend.cli.bench_images import bench_image
 
 
@@ -71,6 +77,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.set_defaults(run=run_click)
     bench_pseudo_label.add_parser(benches)
+    bench_pseudo_quality.add_parser(benches)
     bench_train.add_parser(benches)
     bench_synthetic.add_parser(benches)
     bench_backend.add_parser(benches)

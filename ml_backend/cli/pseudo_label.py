@@ -31,10 +31,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder of the JSON files")
     p.add_argument(
         "--features",
-        default="color",
+        default=None,
         metavar="SPEC",
         help="color[:PATCH] (weight-free), dinov3:PATH or dinov2:PATH (a folder written by "
-        "save_pretrained; nothing is downloaded). Default: color",
+        "save_pretrained; nothing is downloaded), auto:WEIGHTS_DIR (best DINO model there, else "
+        "color). Default: UNSAMV2_FEATURES, else auto in the weights folder",
     )
     p.add_argument("--device", default="cpu", help="torch device for DINO features (cpu)")
     p.add_argument(
@@ -121,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise UnSAMv2Error(f"no images found in {args.images}")
     config = _config(args)
+    if args.features is None:
+        from ml_backend.settings import Settings
+
+        args.features = Settings.from_env().pipeline.features
     extractor = build_feature_extractor(args.features, device=args.device, long_side=args.long_side)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -141,5 +146,8 @@ def run(args: argparse.Namespace) -> int:
     histogram = _write_histogram(args.out, results)
     for line in _summary(results, time.perf_counter() - start, args.features):
         print(line)
+    warning = str(getattr(extractor, "warning", "") or "")
+    if warning:
+        print(f"  warning: {warning}")
     print(f"  wrote {args.out} (JSON per image) and {histogram.name}")
     return 0

@@ -1,0 +1,149 @@
+"""Split a divide proposal that holds several touching or overlapping objects (Shi-Malik N-cut).
+
+The divide's global cut separates "object" from "background"; objects that touch or overlap
+come out as one connected proposal. Each such proposal is bipartitioned again on a **local**
+patch graph: only 8-connected neighbour patches inside it are linked, with weight
+``exp(-(1 - cos) / sigma)`` of their features. On a local graph the normalised cut is small
+where the boundary between two sides is short relative to their size (a neck, a junction
+between two silhouettes) or crosses weak links (a change of appearance), so the cut falls
+between objects rather than through one. The split point is the threshold of the N-cut vector
+(among `SPLIT_CANDIDATES` quantiles) with the lowest normalised cut that leaves at least two
+connected pieces of `min_patches` patches (smaller components are left to the parent only); a
+split is kept only when that value is below `max_ncut`. Pieces are split again, down to
+`max_depth`, so the output is a small tree of proposals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage, sparse
+from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
+SPLIT_CANDIDATES = 15
+_OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+def _local_graph(
+    features: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_], sigma: float
+) -> tuple[sparse.csr_matrix, npt.NDArray[np.int64]]:
+    """Return the (n, n) sparse affinity of the mask's patches and their flat grid indices."""
+    h, w = mask.shape
+    index = -np.ones((h, w), dtype=np.int64)
+    flat = np.flatnonzero(mask)
+    index.reshape(-1)[flat] = np.arange(flat.size)
+    rows, cols = [], []
+    for dy, dx in _OFFSETS:
+        a = index[0 : h - dy, max(0, -dx) : w - max(0, dx)]
+        b = index[dy:h, max(0, dx) : w - max(0, -dx)]
+        both = (a >= 0) & (b >= 0)
+        rows.append(a[both])
+        cols.append(b[both])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    units = features.reshape(h * w, -1)[flat]
+    cos = np.einsum("ij,ij->i", units[r], units[c])
+    weight = np.exp(-(1.0 - cos) / sigma)
+    graph = sparse.coo_matrix(
+        (np.concatenate([weight, weight]), (np.concatenate([r, c]), np.concatenate([c, r]))),
+        shape=(flat.size, flat.size),
+    ).tocsr()
+    return graph, flat
+
+
+def _bipartitions(graph: sparse.csr_matrix) -> list[tuple[float, npt.NDArray[np.bool_]]]:
+    """Return (normalised cut, side (n,) bool) of the N-cut vector's thresholds, best first."""
+    degree = np.asarray(graph.sum(axis=1)).ravel()
+    if degree.size < 4 or (degree <= 0).any():
+        return []
+    inv_sqrt = sparse.diags(1.0 / np.sqrt(degree))
+    normalised = inv_sqrt @ graph @ inv_sqrt
+    start = np.random.default_rng(0).uniform(0.5, 1.5, size=degree.size)
+    try:
+        values, vectors = eigsh(normalised, k=2, which="LA", v0=start, tol=1e-4, maxiter=2000)
+    except ArpackNoConvergence as exc:  # pragma: no cover - rare
+        values, vectors = exc.eigenvalues, exc.eigenvectors
+        if vectors is None or vectors.shape[1] < 2:
+            return []
+    vector = vectors[:, int(np.argsort(values)[0])] / np.sqrt(degree)
+    volume = float(degree.sum())
+    found = []
+    for q in np.linspace(0.05, 0.95, SPLIT_CANDIDATES):
+        side = vector > np.quantile(vector, q)
+        vol_a = float(degree[side].sum())
+        if vol_a <= 0 or vol_a >= volume:
+            continue
+        cut = float(graph[side][:, ~side].sum())
+        found.append((cut / vol_a + cut / (volume - vol_a), side))
+    found.sort(key=lambda pair: pair[0])
+    return found
+
+
+def _connected_sides(
+    side: npt.NDArray[np.bool_], mask: npt.NDArray[np.bool_], min_patches: int
+) -> list[npt.NDArray[np.bool_]]:
+    """Return the pieces of a split as connected components of at least `min_patches`.
+
+    Smaller components (a stray patch, a thin limb cut off) go back to the other side, so a
+    piece is one connected region, as a visible object is.
+    """
+    pieces = []
+    for chosen in (side, mask & ~side):
+        labels, count = ndimage.label(chosen, structure=np.ones((3, 3)))
+        for label in range(1, count + 1):
+            component = labels == label
+            if int(component.sum()) >= min_patches:
+                pieces.append(component)
+    if len(pieces) < 2:
+        return []
+    return pieces
+
+
+def split_proposal(
+    features: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.bool_],
+    *,
+    sigma: float,
+    max_ncut: float,
+    min_patches: int,
+    max_depth: int,
+) -> list[npt.NDArray[np.bool_]]:
+    """Return the tree of sub-proposals of a patch-grid proposal (see the module docstring).
+
+    Args:
+        features: (h, w, C) float32 unit-norm patch features.
+        mask: (h, w) bool proposal on the patch grid.
+        sigma: Affinity scale of ``1 - cos`` between neighbour patches.
+        max_ncut: Keep a split only when its normalised cut is below this.
+        min_patches: Least patches on each side of a split.
+        max_depth: Levels of splitting.
+
+    Returns:
+        (h, w) bool masks of every side of every kept split (not the input mask itself).
+    """
+    if max_depth <= 0 or int(mask.sum()) < 2 * min_patches:
+        return []
+    graph, flat = _local_graph(features, mask, sigma)
+    out: list[npt.NDArray[np.bool_]] = []
+    for value, chosen in _bipartitions(graph):
+        if value >= max_ncut:
+            return []
+        side = np.zeros(mask.size, dtype=bool)
+        side[flat[chosen]] = True
+        out = _connected_sides(side.reshape(mask.shape), mask, min_patches)
+        if out:
+            break
+    if not out:
+        return []
+    deeper = []
+    for piece in out:
+        deeper.extend(
+            split_proposal(
+                features,
+                piece,
+                sigma=sigma,
+                max_ncut=max_ncut,
+                min_patches=min_patches,
+                max_depth=max_depth - 1,
+            )
+        )
+    return out + deeper
