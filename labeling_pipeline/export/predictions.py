@@ -34,24 +34,10 @@ from labeling_pipeline.export.records import (
 )
 from labeling_pipeline.export.sources import SourceImage, SourceMask
 from labeling_pipeline.label_studio.client import LabelStudioClient
+from labeling_pipeline.label_studio.config import BrushControl
 
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 DEFAULT_BATCH = 10
-
-
-@dataclass(frozen=True)
-class PredictionTarget:
-    """Where predictions go in the labeling config.
-
-    Attributes:
-        from_name: ``name`` of the BrushLabels control.
-        to_name: ``name`` of its Image tag.
-        labels: The BrushLabels labels.
-    """
-
-    from_name: str
-    to_name: str
-    labels: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -168,7 +154,7 @@ class PredictionImporter:
         client: LabelStudioClient,
         project_id: int,
         *,
-        target: PredictionTarget,
+        target: BrushControl,
         labels: LabelMap,
         model_version: str,
         index: TaskIndex,
@@ -207,7 +193,7 @@ class PredictionImporter:
         height, width = pixels.shape
         return {
             "id": self._result_id(source, mask),
-            "from_name": self.target.from_name,
+            "from_name": self.target.name,
             "to_name": self.target.to_name,
             "type": "brushlabels",
             "original_width": int(width),

@@ -36,7 +36,8 @@ def store_granularities(store: Store) -> GranularitySource:
                 (None, region): value
                 for region, value in prediction_granularities(session, ls_task_id).items()
             }
-            known.update(annotation_granularities(session, ls_task_id))
+            for key, value in annotation_granularities(session, ls_task_id).items():
+                known[key] = value
         return known
 
     return lookup

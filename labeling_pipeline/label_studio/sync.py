@@ -8,7 +8,6 @@ removed. A task whose image cannot be fetched is reported and its annotations ar
 from __future__ import annotations
 
 import logging
-import xml.etree.ElementTree as ET  # noqa: N817
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from core_model.errors import InvalidImageError
 from labeling_pipeline.label_studio.annotations import annotation_masks
 from labeling_pipeline.label_studio.client import LabelStudioClient
+from labeling_pipeline.label_studio.config import LabelConfigError, parse_label_config
 from labeling_pipeline.label_studio.fetch import FetchPolicy, ImageFetchError, fetch_task_image
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
@@ -55,13 +55,9 @@ def image_data_key(label_config: str | None) -> str:
     """Return the task-data key of the first ``<Image value="$key">`` tag (default "image")."""
     if label_config:
         try:
-            root = ET.fromstring(label_config)
-        except ET.ParseError:
-            return "image"
-        for tag in root.iter("Image"):
-            value = tag.get("value", "")
-            if value.startswith("$") and len(value) > 1:
-                return value[1:]
+            return parse_label_config(label_config).first_image()[1] or "image"
+        except LabelConfigError:
+            pass
     return "image"
 
 

@@ -102,7 +102,7 @@ def _client(settings: Any) -> Any:
 
 def _categories(xml: str) -> tuple[tuple[str, ...], str]:
     """Return (BrushLabels labels in config order, task data key of the image)."""
-    from ml_backend.label_studio.config import LabelConfigError, parse_label_config
+    from labeling_pipeline.label_studio.config import LabelConfigError, parse_label_config
 
     config = parse_label_config(xml)
     labels = dict.fromkeys(label for brush in config.brushes for label in brush.labels)
@@ -195,13 +195,12 @@ def run_import(args: argparse.Namespace) -> int:
     from labeling_pipeline.export import ProjectTasks
     from labeling_pipeline.export.predictions import (
         PredictionImporter,
-        PredictionTarget,
         TaskIndex,
         import_predictions,
     )
     from labeling_pipeline.export.records import SkipReport
     from labeling_pipeline.export.sources import expand_paths, iter_source_images
-    from ml_backend.label_studio.config import parse_label_config
+    from labeling_pipeline.label_studio.config import parse_label_config
 
     settings, store = _settings_and_store(args.no_store)
     client = _client(settings)
@@ -223,7 +222,7 @@ def run_import(args: argparse.Namespace) -> int:
     importer = PredictionImporter(
         client,
         args.ls_project,
-        target=PredictionTarget(brush.name, image_name, brush.labels),
+        target=brush,
         labels=_label_map(brush.labels, args),
         model_version=args.model_version,
         index=index,

@@ -23,8 +23,8 @@ import numpy.typing as npt
 from core_model.errors import GranularityError
 from core_model.masks import encode_brush_rle
 from core_model.types import Box, Point, Prompts, validate_granularity
+from labeling_pipeline.label_studio.config import ClickLabel, LabelConfigError, ProjectConfig
 from ml_backend.errors import BadRequestError
-from ml_backend.label_studio.config import ClickLabel, LabelConfigError, ProjectConfig
 from ml_backend.label_studio.schemas import (
     MAX_CLICKS,
     ClickRegion,

@@ -14,7 +14,7 @@ from importlib import resources
 from xml.sax.saxutils import quoteattr
 
 from core_model.types import GRANULARITY_MAX, GRANULARITY_MIN, granularity_or_none
-from ml_backend.label_studio.config import LabelConfigError
+from labeling_pipeline.label_studio.config import LabelConfigError
 
 _PALETTE = (
     "#e6194b",

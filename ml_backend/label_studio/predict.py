@@ -14,13 +14,17 @@ from typing import Any
 
 from core_model.masks import resize_mask
 from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
+from labeling_pipeline.label_studio.config import (
+    LabelConfigError,
+    ProjectConfig,
+    parse_label_config,
+)
 from labeling_pipeline.store.repository import (
     label_studio_project,
     record_predictions,
     set_project_options,
 )
 from ml_backend.errors import BadRequestError
-from ml_backend.label_studio.config import LabelConfigError, ProjectConfig, parse_label_config
 from ml_backend.label_studio.context import BackendContext
 from ml_backend.label_studio.convert import (
     ClickGroup,

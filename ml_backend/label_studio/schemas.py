@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from core_model.types import validate_granularity
+from labeling_pipeline.label_studio.config import MAX_LABEL_CONFIG_CHARS
 from ml_backend.errors import BadRequestError, validation_message
-from ml_backend.label_studio.config import MAX_LABEL_CONFIG_CHARS
 
 MAX_ID = 2**63 - 1
 """Largest id the store keeps (signed 64-bit, as SQLite and PostgreSQL BIGINT)."""

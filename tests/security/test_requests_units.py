@@ -7,8 +7,8 @@ import pytest
 from core_model.errors import GranularityError
 from core_model.predictor import GranularityPredictor
 from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
-from ml_backend.label_studio import config as config_module
-from ml_backend.label_studio.config import (
+from labeling_pipeline.label_studio import config as config_module
+from labeling_pipeline.label_studio.config import (
     MAX_LABEL_CONFIG_CHARS,
     LabelConfigError,
     parse_label_config,

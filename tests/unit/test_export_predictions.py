@@ -13,12 +13,12 @@ from labeling_pipeline.export import ExportError, ProjectTasks
 from labeling_pipeline.export.predictions import (
     LabelMap,
     PredictionImporter,
-    PredictionTarget,
     TaskIndex,
     import_predictions,
 )
 from labeling_pipeline.export.records import SkipReport
 from labeling_pipeline.export.sources import iter_source_images
+from labeling_pipeline.label_studio.config import BrushControl
 
 H, W = 24, 32
 
@@ -100,7 +100,7 @@ def _importer(client, report, *, default="Car", version="pl-1", recorded=None, b
     return PredictionImporter(
         client,
         1,
-        target=PredictionTarget("mask", "image", ("Car", "Wheel")),
+        target=BrushControl("mask", "image", ("Car", "Wheel")),
         labels=LabelMap(frozenset({"Car", "Wheel"}), {}, default),
         model_version=version,
         index=index,

@@ -7,8 +7,8 @@ import pytest
 from label_studio_sdk.converter.brush import decode_rle
 
 from core_model.errors import GranularityError
+from labeling_pipeline.label_studio.config import LabelConfigError, parse_label_config
 from ml_backend.errors import BadRequestError
-from ml_backend.label_studio.config import LabelConfigError, parse_label_config
 from ml_backend.label_studio.convert import brush_result, parse_context, result_id
 from ml_backend.label_studio.label_config import build_label_config, shipped_config
 from ml_backend.label_studio.project_settings import parse_extra_params, project_settings

@@ -14,6 +14,8 @@ import xml.etree.ElementTree as ET  # noqa: N817
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from defusedxml.ElementTree import fromstring as defused_fromstring
+
 from core_model.errors import UnSAMv2Error
 from core_model.types import GRANULARITY_MAX, GRANULARITY_MIN, granularity_or_none
 
@@ -176,8 +178,9 @@ def parse_label_config(xml: str) -> ProjectConfig:
 
 def _parse(xml: str) -> ProjectConfig:
     try:
-        root = ET.fromstring(xml)
-    except (ET.ParseError, ValueError) as exc:  # ValueError: text that is not UTF-8
+        # The config comes from requests: no DTD, so no entity expansion or external entities.
+        root = defused_fromstring(xml, forbid_dtd=True)
+    except (ET.ParseError, ValueError) as exc:  # ValueError: not UTF-8, or a DTD/entity
         raise LabelConfigError(f"the labeling config is not valid XML: {exc}") from None
     images = {
         tag.get("name", ""): tag.get("value", "$image").lstrip("$")
