@@ -209,3 +209,14 @@ def test_prompt_memory_keeps_boxes_per_task_annotator_and_label() -> None:
     expired = PromptMemory(ttl_s=0)
     expired.remember("1", "u", (1, 2, 3, 4), "Car")
     assert expired.box_for("1", "u", "Car") is None
+
+
+def test_a_labeling_config_with_a_dtd_is_refused() -> None:
+    """Entity expansion (billion laughs) never runs: configs come from requests."""
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE View [<!ENTITY a "aaaaaaaaaa">'
+        '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        '<View><Image name="image" value="$image"/><Header value="&b;"/></View>'
+    )
+    with pytest.raises(LabelConfigError, match="not valid XML"):
+        parse_label_config(bomb)
