@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from labeling_pipeline.store import NotFoundError
 from labeling_pipeline.store.repository import get_job, job_as_dict, list_jobs, list_model_versions
+from labeling_pipeline.worker.watchdog import fail_lost
 from ml_backend.errors import BadRequestError
 from ml_backend.label_studio import predict as predict_service
 from ml_backend.label_studio.context import backend
@@ -104,7 +105,9 @@ def jobs() -> Any:
     raw = request.args.get("limit", "50")
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 500:
         raise BadRequestError("limit must be an integer from 1 to 500")
-    with backend().store.session() as session:
+    context = backend()
+    fail_lost(context.settings.pipeline, context.store)  # a lost job shows failed, not running
+    with context.store.session() as session:
         return jsonify({"jobs": [job_as_dict(job) for job in list_jobs(session, limit=int(raw))]})
 
 
@@ -113,5 +116,7 @@ def job(job_id: int) -> Any:
     """One job."""
     if job_id > MAX_ID:
         raise NotFoundError(f"no job {job_id}")
-    with backend().store.session() as session:
+    context = backend()
+    fail_lost(context.settings.pipeline, context.store)
+    with context.store.session() as session:
         return jsonify(job_as_dict(get_job(session, job_id)))

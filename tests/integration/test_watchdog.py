@@ -108,6 +108,23 @@ def test_listing_jobs_fails_those_silent_too_long(store, capsys) -> None:
     assert job_row(store, lost).finished_at is not None
 
 
+def test_the_backend_jobs_routes_fail_lost_jobs(settings, store, tmp_path) -> None:
+    from ml_backend.label_studio.app import create_app
+    from ml_backend.runtime import ModelRuntime
+
+    full = Settings.from_env(
+        {"UNSAMV2_DATA_DIR": str(settings.data_dir), "UNSAMV2_JOB_STALE_S": "600"}
+    )
+    runtime = ModelRuntime(full.pipeline, store=store, poll_s=0)
+    client = create_app(full, runtime=runtime, store=store, start_runtime=False).test_client()
+    lost, alive = running_job(store, silent_s=3600), running_job(store, silent_s=60)
+    rows = {row["id"]: row for row in client.get("/jobs").get_json()["jobs"]}
+    assert rows[lost]["status"] == "failed" and "probably killed" in rows[lost]["message"]
+    assert rows[alive]["status"] == "running"
+    other = running_job(store, silent_s=3600)
+    assert client.get(f"/jobs/{other}").get_json()["status"] == "failed"
+
+
 def test_the_beat_task_fails_lost_jobs(settings, store) -> None:
     lost = running_job(store, silent_s=3600)
     alive = running_job(store, silent_s=10)
