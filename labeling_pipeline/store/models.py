@@ -185,7 +185,14 @@ class TrainingRun(Base):
 
 
 class ModelVersion(Base):
-    """A published model version: a complete folder under the data directory."""
+    """A model version of one lineage: a complete folder under the data directory.
+
+    `scope` names the lineage ("global", "ls:<Label Studio project id>", "project:<store
+    project id>"); `status` is "published" (may serve), "rejected" (failed the held-out gate,
+    kept with its report) or "retired" (rolled back or withdrawn). Which published version a
+    scope serves is its `ModelPointer`. `gate` holds the held-out metrics of the version and of
+    the one it was compared with; `report_path` the folder of its training report.
+    """
 
     __tablename__ = "model_versions"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -195,10 +202,15 @@ class ModelVersion(Base):
     checkpoint_sha256: Mapped[str] = mapped_column(String(64))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    scope: Mapped[str] = mapped_column(String(100), index=True, default="global")
+    status: Mapped[str] = mapped_column(String(20), index=True, default="published")
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    gate: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    report_path: Mapped[str | None] = mapped_column(Text)
 
 
 class ModelPointer(Base):
-    """Which model version is current (one row per scope; scope "default" for now)."""
+    """Which published version a scope serves (one row per scope; see `store.versions`)."""
 
     __tablename__ = "model_pointers"
     scope: Mapped[str] = mapped_column(String(100), primary_key=True)

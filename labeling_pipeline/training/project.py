@@ -1,10 +1,18 @@
-"""Train a project's model: pseudo-labels (+ accepted human masks, UnSAMv2+) -> train -> publish.
+"""Train a project's model: hold out, pseudo-label, train, gate, then publish or reject.
 
-Used by the Celery ``unsamv2.train`` task and by ``unsamv2 train``. Human masks enter the
-divide stage of the pseudo-label pipeline as proposals (source "human", never refined), so they
-get granularities from the part/whole hierarchies they form with the pseudo-labels. The base
-model is the configured checkpoint (or the best one in the weights folder); what is trained is
-published as a new model version only when the whole run succeeded.
+Used by the Celery ``unsamv2.train`` task and by ``unsamv2 train``. A run belongs to a lineage
+(scope ``ls:<id>`` for a Label Studio project, else ``project:<id>``, or the job's "scope"
+parameter). Images with accepted masks are split by image (`holdout`): the held-out ones are
+kept out of training entirely (pseudo-labels and proposals included) and score the candidate
+against what the scope is served now (`gate`, `candidate`). Human masks of the training images
+enter the divide stage of the pseudo-label pipeline as proposals (source "human", never
+refined), so they get granularities from the part/whole hierarchies they form with the
+pseudo-labels. The base model is the configured checkpoint (or the best one in the weights
+folder); a lineage refuses to continue from a base file whose sha256 changed. Runs of one scope
+never interleave (a lock per scope: the second waits).
+
+Job parameters: "config" (training settings), "features", "gate" (`GateConfig` settings),
+"publish" (publish even if the gate rejects or cannot decide), "scope".
 """
 
 from __future__ import annotations
@@ -12,17 +20,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core_model.checkpoint import file_sha256
 from core_model.masks import decode_coco_rle
-from labeling_pipeline.model_files.registry import ModelRegistry
 from labeling_pipeline.model_files.weights import find_checkpoint
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
-from labeling_pipeline.store.locks import exclusive_file_lock
+from labeling_pipeline.store.locks import LockTimeoutError, exclusive_file_lock
 from labeling_pipeline.store.masks import human_masks_by_image
-from labeling_pipeline.store.models import HumanMask, Image
+from labeling_pipeline.store.models import HumanMask, Image, Project
 from labeling_pipeline.store.repository import (
     fail_job,
     finish_job,
@@ -32,10 +41,13 @@ from labeling_pipeline.store.repository import (
     start_job,
 )
 from labeling_pipeline.store.runs import finish_training_run, training_run_for_job
+from labeling_pipeline.store.versions import check_scope, lineage_base_sha256, project_scope
+from labeling_pipeline.training.candidate import Candidate, judge_and_commit
 from labeling_pipeline.training.config import TrainConfig
 from labeling_pipeline.training.data import TrainingDataError, TrainingImage, training_images
+from labeling_pipeline.training.gate import GateConfig, load_held_out
+from labeling_pipeline.training.holdout import HoldoutSplit, split_holdout
 from labeling_pipeline.training.loop import Trainer
-from labeling_pipeline.training.publish import publish_trained_model
 
 if TYPE_CHECKING:
     from labeling_pipeline.pseudo_labels.features import FeatureExtractor
@@ -44,6 +56,9 @@ if TYPE_CHECKING:
 ExtractorFactory = Callable[[str], "FeatureExtractor"]
 
 logger = logging.getLogger(__name__)
+
+#: How long a run waits for another run of its scope before giving up.
+LINEAGE_LOCK_TIMEOUT_S = 6 * 3600.0
 
 
 def base_checkpoint(settings: PipelineSettings) -> Path:
@@ -105,11 +120,13 @@ def train_project(
     *,
     extractor_for: ExtractorFactory,
     show_progress: bool = False,
+    lock_timeout_s: float = LINEAGE_LOCK_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Run the training job `job_id` (kind "train"); return its result summary.
 
-    Prerequisites (a base checkpoint, images in the project) are checked before any work. Any
-    error marks the job failed (with the error's message) before it propagates.
+    Prerequisites (a base checkpoint unchanged since the lineage began, images in the project)
+    are checked before any work. Any error marks the job failed (with the error's message)
+    before it propagates; the served model is then unchanged.
 
     Args:
         settings: Pipeline settings (model, device, data folders).
@@ -118,12 +135,15 @@ def train_project(
         extractor_for: Builds the pseudo-label feature extractor for a spec (the caller decides
             whether it is cached per process).
         show_progress: Show a progress bar on stderr.
+        lock_timeout_s: Longest wait for a running training run of the same scope.
 
     Raises:
-        TrainingDataError: no images, no masks, or no base checkpoint.
+        TrainingDataError: no images, nothing left to train on, no or a changed base
+            checkpoint, or another run of the scope kept running past `lock_timeout_s`.
+        PublishError: the version could not be written (disk full); nothing was published.
     """
     try:
-        return _train_job(settings, store, job_id, extractor_for, show_progress)
+        return _train_job(settings, store, job_id, extractor_for, show_progress, lock_timeout_s)
     except Exception as exc:
         with store.session() as session:
             job = get_job(session, job_id)
@@ -132,123 +152,221 @@ def train_project(
         raise
 
 
+@dataclass(frozen=True)
+class _Run:
+    settings: PipelineSettings
+    store: Store
+    job_id: int
+    run_id: int
+    project_id: int
+    scope: str
+    params: dict[str, Any]
+    config: TrainConfig
+    gate: GateConfig
+    images: list[Image]
+    humans: dict[int, list[HumanMask]]
+    run_dir: Path
+    base: Path
+    base_sha256: str
+    extractor_for: ExtractorFactory
+    show_progress: bool
+
+
+def check_lineage_base(store: Store, scope: str, base: Path, sha256: str) -> None:
+    """Refuse a base checkpoint whose content differs from the one the lineage began with.
+
+    Raises:
+        TrainingDataError: the sha256 differs.
+    """
+    with store.session() as session:
+        recorded = lineage_base_sha256(session, scope)
+    if recorded is not None and recorded != sha256:
+        raise TrainingDataError(
+            f"the base checkpoint {base} changed since the lineage {scope} began: its sha256 is "
+            f"{sha256} now, the lineage was trained from {recorded}; restore that file or "
+            f"train another scope"
+        )
+
+
+def _scope_of(session: Any, project_id: int, params: dict[str, Any]) -> str:
+    if params.get("scope"):
+        return check_scope(str(params["scope"]))
+    project = session.get(Project, project_id)
+    if project is None:
+        raise TrainingDataError(f"project {project_id} does not exist")
+    return project_scope(project)
+
+
 def _train_job(
     settings: PipelineSettings,
     store: Store,
     job_id: int,
     extractor_for: ExtractorFactory,
     show_progress: bool,
+    lock_timeout_s: float,
 ) -> dict[str, Any]:
     with store.session() as session:
         job = get_job(session, job_id)
-        if job.status == "done":  # a redelivered message: the version is published already
+        if job.status == "done":  # a redelivered message: the version is committed already
             return dict(job.result)
         job = start_job(session, job_id)
         project_id, params = job.project_id, dict(job.params or {})
         run_id = training_run_for_job(session, job_id, project_id).id
         if project_id is None:
             raise TrainingDataError("the training job names no project")
+        scope = _scope_of(session, project_id, params)
         images = list(project_images(session, project_id))
-    if not images:
-        raise TrainingDataError("the project has no images: sync it or add images first")
-    base = base_checkpoint(settings)  # fail before pseudo-labelling the whole project
-    config = TrainConfig.from_mapping(params.get("config"), device=settings.device)
-    run_dir = settings.data_dir / "training" / f"run-{run_id:05d}"
-    with exclusive_file_lock(run_dir / ".lock"):  # a redelivery never trains the same run twice
-        return _train_locked(
-            settings,
-            store,
-            job_id,
-            run_id,
-            project_id,
-            params,
-            config,
-            images,
-            run_dir,
-            base,
-            extractor_for,
-            show_progress,
-        )
-
-
-def _train_locked(
-    settings: PipelineSettings,
-    store: Store,
-    job_id: int,
-    run_id: int,
-    project_id: int,
-    params: dict[str, Any],
-    config: TrainConfig,
-    images: list[Image],
-    run_dir: Path,
-    base: Path,
-    extractor_for: ExtractorFactory,
-    show_progress: bool,
-) -> dict[str, Any]:
-    from core_model.build import build_model
-
-    with store.session() as session:
-        job = get_job(session, job_id)
-        if job.status == "done":
-            return dict(job.result)
-    with store.session() as session:
         humans = human_masks_by_image(session, project_id)
-    pairs = _pseudo_labels(
+    if not images:
+        raise TrainingDataError(
+            "the project has no images (and no accepted masks): sync it or add images first"
+        )
+    base = base_checkpoint(settings)  # fail before pseudo-labelling the whole project
+    base_sha = file_sha256(base)
+    check_lineage_base(store, scope, base, base_sha)
+    run = _Run(
+        settings,
+        store,
+        job_id,
+        run_id,
+        project_id,
+        scope,
+        params,
+        TrainConfig.from_mapping(params.get("config"), device=settings.device),
+        GateConfig.from_mapping(params.get("gate")),
         images,
         humans,
-        run_dir / "pseudo_labels",
-        extractor_for(str(params.get("features") or settings.features)),
-        dict(params.get("pseudo_label_config") or {}),
+        settings.data_dir / "training" / f"run-{run_id:05d}",
+        base,
+        base_sha,
+        extractor_for,
+        show_progress,
+    )
+    lineage_lock = settings.data_dir / "training" / f"lineage-{scope.replace(':', '-')}.lock"
+    try:
+        with (
+            exclusive_file_lock(lineage_lock, timeout_s=lock_timeout_s),
+            exclusive_file_lock(run.run_dir / ".lock"),  # a redelivery never trains twice
+        ):
+            return _train_locked(run)
+    except LockTimeoutError:
+        raise TrainingDataError(
+            f"another training run of {scope} kept running for {lock_timeout_s:g} s; "
+            "this one did not start (runs of one project never interleave)"
+        ) from None
+
+
+def _split(run: _Run) -> tuple[HoldoutSplit, list[Image]]:
+    split = split_holdout(
+        run.images,
+        {image_id: len(masks) for image_id, masks in run.humans.items()},
+        fraction=run.gate.holdout_fraction,
+        min_images=run.gate.min_holdout_images,
+    )
+    train = [image for image in run.images if image.id not in split.held_out]
+    if not train:
+        raise TrainingDataError(
+            f"the project's only image with accepted masks is held out to judge the model "
+            f"(scope {run.scope}), so nothing is left to train on: add images or accepted "
+            "masks on other images"
+        )
+    return split, train
+
+
+def _train_locked(run: _Run) -> dict[str, Any]:
+    from core_model.build import build_model
+
+    with run.store.session() as session:
+        job = get_job(session, run.job_id)
+        if job.status == "done":
+            return dict(job.result)
+    split, train = _split(run)
+    humans = {k: v for k, v in run.humans.items() if k not in split.held_out}
+    pairs = _pseudo_labels(
+        train,
+        humans,
+        run.run_dir / "pseudo_labels",
+        run.extractor_for(str(run.params.get("features") or run.settings.features)),
+        dict(run.params.get("pseudo_label_config") or {}),
     )
     data: list[TrainingImage] = training_images(pairs)
-    model = build_model(settings.model, base, device=settings.device)
-    every = max(1, config.steps // 100)
-
-    def progress(step: int, total: int, loss: float) -> None:
-        if step % every == 0 or step == total:
-            with store.session() as session:
-                set_job_progress(
-                    session, job_id, done=step, total=total, message=f"loss {loss:.4f}"
-                )
-
+    model = build_model(run.settings.model, run.base, device=run.settings.device)
     result = Trainer(
-        model, data, config, run_dir=run_dir, show_progress=show_progress, on_step=progress
-    ).train()
-    used = sum(len(v) for v in humans.values())
-    metadata = {
-        "project_id": project_id,
-        "training_run_id": run_id,
-        "images": len(data),
-        "human_masks": used,
-        "base_checkpoint": str(base),
-        "base_model": settings.model,
-        "metrics": {k: v for k, v in result.metrics.items() if k != "config"},
-        "config": config.to_dict(),
-    }
-    version = publish_trained_model(
-        ModelRegistry(store, settings.models_dir),
         model,
-        model_name=settings.model,
-        config=config,
-        base_checkpoint=base,
-        metadata=metadata,
-    )
-    summary = {
-        "model_version": version.name,
+        data,
+        run.config,
+        run_dir=run.run_dir,
+        show_progress=run.show_progress,
+        on_step=_progress(run),
+    ).train()
+    held = load_held_out(run.images, run.humans, split.held_out)
+    used = sum(len(v) for v in humans.values())
+    holdout = {
+        "images": len(split.held_out),
+        "masks": len(held),
+        "eligible_images": split.eligible,
+        "image_ids": sorted(split.held_out),
+    }
+    training = {
         "steps": result.steps,
         "images": len(data),
         "human_masks": used,
         "loss_first": result.metrics["loss_first"],
         "loss_last": result.metrics["loss_last"],
     }
-    with store.session() as session:
+    metadata = {
+        "project_id": run.project_id,
+        "scope": run.scope,
+        "training_run_id": run.run_id,
+        "images": len(data),
+        "human_masks": used,
+        "held_out": holdout,
+        "base_checkpoint": str(run.base),
+        "base_checkpoint_sha256": run.base_sha256,
+        "base_model": run.settings.model,
+        "metrics": {k: v for k, v in result.metrics.items() if k != "config"},
+        "config": run.config.to_dict(),
+    }
+    candidate = Candidate(
+        model,
+        run.config,
+        run.scope,
+        run.base,
+        metadata,
+        training,
+        holdout,
+        force_publish=bool(run.params.get("publish")),
+    )
+    outcome = judge_and_commit(run.settings, run.store, candidate, held, run.gate, run.run_dir)
+    summary = {
+        "model_version": outcome.version.name,
+        "scope": run.scope,
+        "published": outcome.published,
+        "gate": outcome.verdict.to_dict(),
+        "report": str(run.run_dir / "report.md"),
+        **training,
+    }
+    with run.store.session() as session:
         finish_training_run(
             session,
-            run_id,
-            metrics=result.metrics,
+            run.run_id,
+            metrics={**result.metrics, "gate": outcome.report.to_dict()},
             human_masks_used=used,
-            model_version_id=version.id,
-            config=config.to_dict(),
+            model_version_id=outcome.version.id,
+            config=run.config.to_dict(),
         )
-        finish_job(session, job_id, result=summary)
+        finish_job(session, run.job_id, result=summary)
     return summary
+
+
+def _progress(run: _Run) -> Callable[[int, int, float], None]:
+    every = max(1, run.config.steps // 100)
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if step % every == 0 or step == total:
+            with run.store.session() as session:
+                set_job_progress(
+                    session, run.job_id, done=step, total=total, message=f"loss {loss:.4f}"
+                )
+
+    return progress

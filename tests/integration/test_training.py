@@ -1,4 +1,4 @@
-"""Fine-tuning end to end on CPU with the tiny model: train, publish, resume, kill, UnSAMv2+."""
+"""Fine-tuning end to end on CPU with the tiny model: train, gate, resume, kill, UnSAMv2+."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from labeling_pipeline.store.repository import (
     project_images,
     replace_human_masks,
 )
+from labeling_pipeline.store.versions import current_version
 from labeling_pipeline.training.config import TrainConfig
 from labeling_pipeline.training.data import training_images
 from labeling_pipeline.training.loop import Trainer
@@ -57,7 +58,7 @@ QUICK = {
 
 @pytest.fixture
 def project(tmp_path, service_env, make_tiny):
-    """A store with a project of 2 synthetic images, one accepted human mask (a part)."""
+    """A store with a project of 2 synthetic images, each with one accepted mask (whole, part)."""
     checkpoint = tmp_path / "tiny.pt"
     torch.save({"model": official_state_dict(make_tiny(3))}, checkpoint)
     service_env.update({"UNSAMV2_MODEL": "test-tiny", "UNSAMV2_CHECKPOINT": str(checkpoint)})
@@ -66,6 +67,7 @@ def project(tmp_path, service_env, make_tiny):
     with store.session() as s:
         project_id = get_or_create_project(s, "synthetic").id
     scenes = [generate_scene(seed, SMALL) for seed in (1, 2)]
+    image_ids: list[int] = []
     for index, scene in enumerate(scenes):
         buffer = io.BytesIO()
         Image.fromarray(scene.image).save(buffer, format="PNG")
@@ -81,6 +83,17 @@ def project(tmp_path, service_env, make_tiny):
                 ls_task_id=10 + index,
             )
             image_id = image.id
+            image_ids.append(image.id)
+    whole = scenes[0].objects[0].mask
+    with store.session() as s:
+        replace_human_masks(
+            s,
+            project_id,
+            ls_task_id=10,
+            annotation_id=2,
+            image_id=image_ids[0],
+            masks=[MaskRecord("w1", "Car", encode_coco_rle(whole), 128, 96, int(whole.sum()))],
+        )
     part = scenes[-1].objects[0].parts[0].mask
     with store.session() as s:
         replace_human_masks(
@@ -111,13 +124,18 @@ def test_training_task_lowers_loss_and_publishes_a_loadable_version(project, sta
     job = _job(store, job_id)
     assert job.status == "done", job.message
     assert job.result["loss_last"] < job.result["loss_first"]
+    # one of the two masked images is held out; one held-out mask cannot decide the gate
     assert job.result["human_masks"] == 1 and job.progress_done == job.progress_total == 8
+    assert job.result["gate"]["decision"] == "undecided" and not job.result["published"]
     with store.session() as s:
-        version = current_model_version(s)
         run = s.query(TrainingRun).filter_by(job_id=job_id).one()
-        assert version is not None and run.model_version_id == version.id
+        version = s.get(ModelVersion, run.model_version_id)
+        assert version.status == "rejected" and version.scope == "project:1"
+        assert current_model_version(s) is None and current_version(s, "project:1") is None
         folder, model_name = Path(version.path), version.model
-    assert json.loads((folder / "metadata.json").read_text())["human_masks"] == 1
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["human_masks"] == 1 and metadata["held_out"]["masks"] == 1
+    assert (folder / "report.md").is_file()
     run_dir = settings.data_dir / "training" / f"run-{run.id:05d}"
     assert (run_dir / "loss_curve.png").is_file() and (run_dir / "metrics.json").is_file()
     trained = build_model(model_name, folder / "model.pt")
