@@ -17,6 +17,7 @@ import torch
 
 from core_model.cache import EmbeddingCache, LRUEmbeddingCache
 from core_model.errors import InvalidImageError, InvalidPromptError
+from core_model.imageio import MAX_IMAGE_PIXELS
 from core_model.modeling.unsamv2 import DecoderOutput, ModelInfo, UnSAMv2Model
 from core_model.preprocess import (
     PREPROCESS_VERSION,
@@ -35,7 +36,6 @@ from core_model.types import (
 )
 
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024  # ~30 Hiera-S embeddings (16 MiB each in float32)
-DEFAULT_MAX_PIXELS = 64_000_000
 LOW_RES_CLAMP = 32.0  # the official predictor clamps returned low-resolution logits
 
 
@@ -60,7 +60,7 @@ class GranularityPredictor:
         *,
         cache: EmbeddingCache | None = None,
         mask_threshold: float = 0.0,
-        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         self.model = model
         self.cache: EmbeddingCache = (

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core_model.errors import UnSAMv2Error
+from core_model.imageio import MAX_IMAGE_PIXELS
 from core_model.serving import MaskPredictor
 from labeling_pipeline.model_files.registry import CHECKPOINT_FILE
 from labeling_pipeline.model_files.weights import find_checkpoint
@@ -109,7 +110,7 @@ class ModelRuntime:
         make_predictor: Callable[[WeightsChoice], MaskPredictor] | None = None,
         poll_s: float = 10.0,
         cache_bytes: int = 1 << 30,
-        max_image_pixels: int = 64_000_000,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
         door: ModelDoor | None = None,
     ) -> None:
         self.settings = settings

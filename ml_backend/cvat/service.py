@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core_model.imageio import MAX_IMAGE_PIXELS
 from core_model.serving import MaskPredictor
 from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
 from labeling_pipeline.store.repository import NotFoundError
@@ -41,7 +42,7 @@ class CvatOptions:
         label: The detectors' label name.
     """
 
-    max_image_pixels: int = 64_000_000
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     whole_image: WholeImageConfig = field(default_factory=WholeImageConfig)
     polygon_tolerance_px: float = 1.0
     label: str = DETECTOR_LABEL
