@@ -102,10 +102,13 @@ def _recorded_revision(folder: Path) -> str | None:
     return str(value) if value else None
 
 
-def _resolve_revision(spec: FeatureModelSpec, endpoint: str | None, token: str | None) -> str:
+def _resolve_revision(
+    spec: FeatureModelSpec, revision: str, endpoint: str | None, token: str | None
+) -> str:
+    """Return the commit of `revision` (fails fast, without the download's retries, offline)."""
     from huggingface_hub import HfApi
 
-    info = HfApi(endpoint=endpoint, token=token).model_info(spec.repo_id, revision="main")
+    info = HfApi(endpoint=endpoint, token=token).model_info(spec.repo_id, revision=revision)
     if not info.sha:
         raise HubDownloadError(f"{spec.name}: the Hub gave no commit for {spec.repo_id}")
     return str(info.sha)
@@ -132,7 +135,8 @@ def _explain(spec: FeatureModelSpec, exc: Exception) -> HubDownloadError:
     if isinstance(exc, RepositoryNotFoundError):
         hint = " (gated: set HF_TOKEN)" if spec.gated else ""
         return HubDownloadError(f"{spec.name}: repository {spec.repo_id} not found{hint}")
-    if isinstance(exc, OfflineModeIsEnabled | LocalEntryNotFoundError | OSError):
+    transport = type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3")
+    if transport or isinstance(exc, OfflineModeIsEnabled | LocalEntryNotFoundError | OSError):
         return HubDownloadError(
             f"{spec.name}: cannot reach the Hugging Face Hub (offline or HF_HUB_OFFLINE=1); "
             f"download it where the Hub is reachable and copy {spec.name}/ into the weights "
@@ -165,7 +169,6 @@ def download_feature_model(
         HubDownloadError: unknown name, Hub unreachable, gated without access, or missing files.
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
 
     spec = _spec(name)
     folder = model_dir(weights_dir, name)
@@ -174,8 +177,8 @@ def download_feature_model(
         "downloading %s (%s, about %d MB) into %s", name, spec.repo_id, spec.approx_mb, folder
     )
     try:
-        commit = revision or spec.revision or _recorded_revision(folder)
-        commit = commit or _resolve_revision(spec, endpoint, token)
+        wanted = revision or spec.revision or _recorded_revision(folder) or "main"
+        commit = _resolve_revision(spec, wanted, endpoint, token)
         snapshot_download(
             spec.repo_id,
             revision=commit,
@@ -184,7 +187,7 @@ def download_feature_model(
             endpoint=endpoint,
             token=token,
         )
-    except (HfHubHTTPError, OSError, ValueError) as exc:
+    except Exception as exc:  # every failure of the Hub client becomes one line
         raise _explain(spec, exc) from None
     missing = [f for f in FILES if not (folder / f).is_file()]
     if missing:

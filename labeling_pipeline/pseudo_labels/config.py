@@ -38,7 +38,8 @@ class PseudoLabelConfig:
         min_region_patches: Smallest conquer region, in patches.
         keep_inside_fraction: A conquer region is kept if more than this share lies inside.
         nms_iou: Mask NMS threshold (parts above it with the instance or a kept part go).
-        split_sigma, split_max_ncut, split_max_depth, split_min_area_fraction: Splitting of a
+        split_sigma, split_max_ncut, split_max_cut_weight, split_max_depth,
+        split_min_area_fraction: Splitting of a
             divide proposal that holds touching objects (`split`; why each value: below).
         snap_to_parts, snap_min_inside: Rebuilding instances from their refined parts.
         fallback, fallback_min_area_fraction, fallback_min_contrast: The instance of last
@@ -67,6 +68,9 @@ class PseudoLabelConfig:
     # N-cut value below which a split is kept: a junction between two objects cuts a few
     # weak links of two large sides (~0.05-0.2); a cut through one uniform region costs ~1.
     split_max_ncut: float = 0.25
+    # Mean weight of the links a split cuts: same-part neighbours link at 0.4-1, so below 0.2 the
+    # cut runs mostly along a change of appearance, not across a uniform region.
+    split_max_cut_weight: float = 0.2
     # Two levels give up to four pieces per proposal, as many objects as scenes usually crowd
     # together; deeper levels would cut objects into their parts, which the conquer does.
     split_max_depth: int = 2

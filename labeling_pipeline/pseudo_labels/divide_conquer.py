@@ -155,6 +155,7 @@ def _divide(
                 cut.mask,
                 sigma=config.split_sigma,
                 max_ncut=config.split_max_ncut,
+                max_cut_weight=config.split_max_cut_weight,
                 min_patches=min_piece,
                 max_depth=config.split_max_depth,
             )

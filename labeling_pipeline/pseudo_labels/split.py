@@ -7,7 +7,9 @@ patch graph: only 8-connected neighbour patches inside it are linked, with weigh
 where the boundary between two sides is short relative to their size (a neck, a junction
 between two silhouettes) or crosses weak links (a change of appearance), so the cut falls
 between objects rather than through one. The split point is the threshold of the N-cut vector
-(among `SPLIT_CANDIDATES` quantiles) with the lowest normalised cut that leaves at least two
+(among `SPLIT_CANDIDATES` quantiles) with the lowest normalised cut whose cut links are weak on
+average (below `max_cut_weight`: the cut follows a change of appearance; on a local graph even
+a uniform region has a small normalised cut, by its shape alone) and that leaves at least two
 connected pieces of `min_patches` patches (smaller components are left to the parent only); a
 split is kept only when that value is below `max_ncut`. Pieces are split again, down to
 `max_depth`, so the output is a small tree of proposals.
@@ -50,8 +52,10 @@ def _local_graph(
     return graph, flat
 
 
-def _bipartitions(graph: sparse.csr_matrix) -> list[tuple[float, npt.NDArray[np.bool_]]]:
-    """Return (normalised cut, side (n,) bool) of the N-cut vector's thresholds, best first."""
+def _bipartitions(
+    graph: sparse.csr_matrix,
+) -> list[tuple[float, float, npt.NDArray[np.bool_]]]:
+    """Return (normalised cut, mean weight of the cut links, side (n,) bool), best cut first."""
     degree = np.asarray(graph.sum(axis=1)).ravel()
     if degree.size < 4 or (degree <= 0).any():
         return []
@@ -72,9 +76,11 @@ def _bipartitions(graph: sparse.csr_matrix) -> list[tuple[float, npt.NDArray[np.
         vol_a = float(degree[side].sum())
         if vol_a <= 0 or vol_a >= volume:
             continue
-        cut = float(graph[side][:, ~side].sum())
-        found.append((cut / vol_a + cut / (volume - vol_a), side))
-    found.sort(key=lambda pair: pair[0])
+        crossing = graph[side][:, ~side]
+        cut = float(crossing.sum())
+        mean_weight = cut / max(crossing.nnz, 1)
+        found.append((cut / vol_a + cut / (volume - vol_a), mean_weight, side))
+    found.sort(key=lambda entry: entry[0])
     return found
 
 
@@ -104,6 +110,7 @@ def split_proposal(
     *,
     sigma: float,
     max_ncut: float,
+    max_cut_weight: float,
     min_patches: int,
     max_depth: int,
 ) -> list[npt.NDArray[np.bool_]]:
@@ -114,6 +121,7 @@ def split_proposal(
         mask: (h, w) bool proposal on the patch grid.
         sigma: Affinity scale of ``1 - cos`` between neighbour patches.
         max_ncut: Keep a split only when its normalised cut is below this.
+        max_cut_weight: ... and the mean weight of the links it cuts is below this.
         min_patches: Least patches on each side of a split.
         max_depth: Levels of splitting.
 
@@ -124,9 +132,11 @@ def split_proposal(
         return []
     graph, flat = _local_graph(features, mask, sigma)
     out: list[npt.NDArray[np.bool_]] = []
-    for value, chosen in _bipartitions(graph):
+    for value, mean_weight, chosen in _bipartitions(graph):
         if value >= max_ncut:
             return []
+        if mean_weight >= max_cut_weight:  # a cut across uniform appearance: a shape, not a seam
+            continue
         side = np.zeros(mask.size, dtype=bool)
         side[flat[chosen]] = True
         out = _connected_sides(side.reshape(mask.shape), mask, min_patches)
@@ -142,6 +152,7 @@ def split_proposal(
                 piece,
                 sigma=sigma,
                 max_ncut=max_ncut,
+                max_cut_weight=max_cut_weight,
                 min_patches=min_patches,
                 max_depth=max_depth - 1,
             )
