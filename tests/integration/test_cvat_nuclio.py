@@ -165,3 +165,16 @@ def test_function_yaml_is_what_cvat_and_nuclio_expect(path: Path) -> None:
     assert env["UNSAMV2_DEVICE"] == ("cuda" if gpu else "cpu")
     assert spec.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") == (1 if gpu else None)
     assert spec["build"]["baseImage"].endswith(":cuda" if gpu else ":cpu")
+
+
+def test_a_busy_model_answers_503_with_retry_after(context: StubContext, monkeypatch) -> None:
+    """The door's queue is full: CVAT gets 503 and when to retry, as from the dashboard API."""
+    from ml_backend.model_door import ModelBusyError
+
+    def busy(function: Any, body: Any) -> Any:
+        raise ModelBusyError("the model is busy (32 requests waiting); retry shortly", 7)
+
+    monkeypatch.setattr(context.user_data.service, "invoke", busy)
+    answer = main.handler(context, SimpleNamespace(body={"pos_points": [[1, 1]]}, headers={}))
+    assert answer.status_code == 503 and answer.headers == {"Retry-After": "7"}
+    assert "busy" in json.loads(answer.body)["error"]

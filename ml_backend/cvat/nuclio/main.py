@@ -17,7 +17,7 @@ from typing import Any
 
 from ml_backend.cvat.presets import CvatFunction, Preset
 from ml_backend.cvat.service import CvatOptions, CvatService
-from ml_backend.errors import BadRequestError, error_body
+from ml_backend.errors import BadRequestError, error_body, error_headers
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +95,14 @@ def handler(context: Any, event: Any) -> Any:
             raise BadRequestError("the request body must be a JSON object")
         interactive = any(key in body for key in INTERACTOR_KEYS)
         function = CvatFunction("interactor" if interactive else "detector", preset)
-        result, status = service.invoke(function, body), 200
+        result, status, headers = service.invoke(function, body), 200, {}
     except Exception as exc:  # every failure becomes a JSON answer, never a traceback
-        result, status = error_body(exc)
+        (result, status), headers = error_body(exc), error_headers(exc)
         if status < 500:
             logger.warning("CVAT call failed (%d): %s", status, result.get("error"))
     return context.Response(
         body=json.dumps(result),
-        headers={},
+        headers=headers,
         content_type="application/json",
         status_code=status,
     )
