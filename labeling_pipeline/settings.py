@@ -36,6 +36,10 @@ class PipelineSettings:
             is marked failed (its worker was probably killed).
         torch_threads: Torch threads per worker process (None: torch's default).
         fetch_timeout_s: Longest time for one image download (connect, body and redirects).
+        gate_metric: Held-out metric that decides whether a trained version is published.
+        gate_tolerance: How much worse than the served version a candidate may be on it.
+        gate_min_masks: Fewer held-out masks than this: no automatic publication.
+        holdout_fraction: Share of the images with accepted masks held out from training.
     """
 
     data_dir: Path
@@ -55,6 +59,10 @@ class PipelineSettings:
     job_stale_s: float = 1800.0
     torch_threads: int | None = None
     fetch_timeout_s: float = 30.0
+    gate_metric: str = "annotator_iou"
+    gate_tolerance: float = 0.02
+    gate_min_masks: int = 10
+    holdout_fraction: float = 0.2
 
     @property
     def resolved_database_url(self) -> str:

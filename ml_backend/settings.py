@@ -51,6 +51,8 @@ class Settings:
         max_request_bytes: Largest request body (HTTP 413 above it).
         preannotate_deadline_s: Time one whole-image pre-annotation request (or CVAT detector
             call) may spend decoding; the masks found by then are returned, marked partial.
+        max_loaded_models: Models kept loaded at once (the global one and per-project ones).
+        max_loaded_model_mb: Memory of the per-project models kept loaded.
     """
 
     pipeline: PipelineSettings
@@ -72,6 +74,8 @@ class Settings:
     cvat_presets: tuple[Preset, ...] = DEFAULT_PRESETS
     max_request_bytes: int = 8 * 1024 * 1024
     preannotate_deadline_s: float = 20.0
+    max_loaded_models: int = 2
+    max_loaded_model_mb: int = 8192
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -100,6 +104,10 @@ class Settings:
             job_stale_s=reader.number("UNSAMV2_JOB_STALE_S", 1800.0, low=1.0),
             torch_threads=reader.integer("UNSAMV2_TORCH_THREADS", 0, low=0) or None,
             fetch_timeout_s=reader.number("UNSAMV2_FETCH_TIMEOUT_S", 30.0, low=0.1),
+            gate_metric=reader.text("UNSAMV2_GATE_METRIC") or "annotator_iou",
+            gate_tolerance=reader.number("UNSAMV2_GATE_TOLERANCE", 0.02, low=0.0),
+            gate_min_masks=reader.integer("UNSAMV2_GATE_MIN_MASKS", 10, low=1),
+            holdout_fraction=reader.number("UNSAMV2_HOLDOUT_FRACTION", 0.2, low=0.0, high=0.9),
         )
         user, password = (
             reader.text("UNSAMV2_BASIC_AUTH_USER"),
@@ -136,6 +144,10 @@ class Settings:
             preannotate_deadline_s=reader.number(
                 "UNSAMV2_PREANNOTATE_DEADLINE_S", 20.0, low=0.0, high=3600.0
             ),
+            max_loaded_models=reader.integer(
+                "UNSAMV2_MAX_LOADED_MODELS", 2 if pipeline.device == "cpu" else 4, low=1
+            ),
+            max_loaded_model_mb=reader.integer("UNSAMV2_MAX_LOADED_MODEL_MB", 8192, low=1),
         )
 
     def with_pipeline(self, **changes: object) -> Settings:

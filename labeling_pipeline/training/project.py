@@ -172,6 +172,17 @@ class _Run:
     show_progress: bool
 
 
+def gate_config(settings: PipelineSettings, overrides: Any) -> GateConfig:
+    """Return the gate settings: the process defaults, then the job's overrides."""
+    defaults = {
+        "metric": settings.gate_metric,
+        "tolerance": settings.gate_tolerance,
+        "min_masks": settings.gate_min_masks,
+        "holdout_fraction": settings.holdout_fraction,
+    }
+    return GateConfig.from_mapping({**defaults, **dict(overrides or {})})
+
+
 def check_lineage_base(store: Store, scope: str, base: Path, sha256: str) -> None:
     """Refuse a base checkpoint whose content differs from the one the lineage began with.
 
@@ -233,7 +244,7 @@ def _train_job(
         scope,
         params,
         TrainConfig.from_mapping(params.get("config"), device=settings.device),
-        GateConfig.from_mapping(params.get("gate")),
+        gate_config(settings, params.get("gate")),
         images,
         humans,
         settings.data_dir / "training" / f"run-{run_id:05d}",
