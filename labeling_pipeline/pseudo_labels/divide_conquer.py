@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,8 +249,10 @@ def _parts(
     ]
     refined = []
     instance_area = int(instance.sum())
-    for candidate in kept:
-        mask = _refined(image, candidate, config.refine)
+    workers = max(1, min(config.refine.workers, len(kept)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # GrabCut releases the GIL
+        masks = list(pool.map(lambda c: _refined(image, c, config.refine), kept))
+    for candidate, mask in zip(kept, masks, strict=True):
         # a refined part must still be a part: smaller than and inside its instance
         if mask is not None and _is_part(mask, instance, instance_area, config):
             refined.append(_Candidate(mask, candidate.score, candidate.source, candidate.band_px))

@@ -36,6 +36,7 @@ class RefineConfig:
         min_iou: Discard a refined mask whose IoU with the coarse mask is below this.
         min_area_fraction: Discard a refined mask covering less of the image than this.
         max_area_fraction: Discard a refined mask covering more of the image than this.
+        workers: Threads refining the parts of one instance.
     """
 
     enabled: bool = True
@@ -46,6 +47,9 @@ class RefineConfig:
     min_iou: float = 0.5
     min_area_fraction: float = 0.0
     max_area_fraction: float = 0.9
+    # Parts are refined on this many threads (OpenCV's GrabCut releases the GIL); 2 matches the
+    # small CPU machines pseudo-labels run on, and each crop is small enough for its own core.
+    workers: int = 2
 
 
 def _drop_specks(mask: npt.NDArray[np.bool_], fraction: float = 0.01) -> npt.NDArray[np.bool_]:

@@ -30,24 +30,40 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--style", choices=STYLES, default="harder")
     p.add_argument("--scenes", type=int, default=8, help="number of generated scenes")
     p.add_argument("--seed", type=int, default=0, help="seed of the first scene")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=0,
+        help="harder style: fix the long side (0: 480-1024 at random)",
+    )
     p.add_argument("--features", default="color", help="extractor spec (color, dinov2:PATH, ...)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
     p.set_defaults(run=run_pseudo_quality_bench)
 
 
-def _scene(style: str, seed: int) -> Any:
+def _scene(style: str, seed: int, size: int = 0) -> Any:
     if style == "harder":
-        from labeling_pipeline.evaluation.synthetic_harder import generate_harder_scene
+        from labeling_pipeline.evaluation.synthetic_harder import (
+            HarderSceneConfig,
+            generate_harder_scene,
+        )
 
-        return generate_harder_scene(seed)
+        config = HarderSceneConfig(long_side_px=(size, size)) if size else None
+        return generate_harder_scene(seed, config)
     from labeling_pipeline.evaluation.synthetic import generate_scene
 
     return generate_scene(seed)
 
 
 def measure_quality(
-    style: str, scenes: int, seed: int, *, features: str = "color", device: str = "cpu"
+    style: str,
+    scenes: int,
+    seed: int,
+    *,
+    features: str = "color",
+    device: str = "cpu",
+    size: int = 0,
 ) -> dict[str, object]:
     """Run the pipeline on generated scenes and return the summary figures."""
     from labeling_pipeline.evaluation.synthetic_quality import QualityTotals, score_scene
@@ -58,7 +74,7 @@ def measure_quality(
     extractor = build_bench_extractor(features, device=device)
     totals = QualityTotals()
     for index in range(scenes):
-        scene = _scene(style, seed + index)
+        scene = _scene(style, seed + index, size)
         trace = StageTrace()
         start = time.perf_counter()
         masks = pseudo_label_image(scene.image, extractor, trace=trace)
@@ -100,14 +116,19 @@ def _print(summary: dict[str, Any]) -> None:
 
 def run_pseudo_quality_bench(args: argparse.Namespace) -> int:
     """Run `bench pseudo-label-quality` and print the figures."""
-    if args.scenes < 1:
-        raise SystemExit("bench pseudo-label-quality: need --scenes >= 1")
+    if args.scenes < 1 or (args.size and args.size < 128):
+        raise SystemExit("bench pseudo-label-quality: need --scenes >= 1 and --size >= 128")
     print(
         f"bench pseudo-label-quality: style {args.style}, {args.scenes} scene(s) from seed "
         f"{args.seed}, features {args.features}"
     )
     summary = measure_quality(
-        args.style, args.scenes, args.seed, features=args.features, device=args.device
+        args.style,
+        args.scenes,
+        args.seed,
+        features=args.features,
+        device=args.device,
+        size=args.size,
     )
     _print(summary)
     if args.json is not None:
