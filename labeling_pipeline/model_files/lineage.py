@@ -22,8 +22,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from core_model.checkpoint import file_sha256
 from labeling_pipeline.model_files.registry import (
     CHECKPOINT_FILE,
@@ -32,7 +30,7 @@ from labeling_pipeline.model_files.registry import (
     PublishError,
 )
 from labeling_pipeline.store.models import ModelVersion
-from labeling_pipeline.store.versions import add_version
+from labeling_pipeline.store.versions import add_version, version_paths
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +173,7 @@ def cleanup(registry: ModelRegistry, *, older_than_s: float = 3600.0) -> int:
     if not models_dir.is_dir():
         return removed
     with registry.store.session() as session:
-        known = {Path(p).name for p in session.scalars(select(ModelVersion.path))}
+        known = {Path(p).name for p in version_paths(session)}
     for path in models_dir.iterdir():
         if path.name.startswith(".") or path.name in known or not path.is_dir():
             continue

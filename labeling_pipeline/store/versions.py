@@ -26,7 +26,7 @@ from labeling_pipeline.store.models import ModelPointer, ModelVersion, Project, 
 
 GLOBAL_SCOPE = "global"
 STATUSES = ("published", "rejected", "retired")
-_SCOPE = re.compile(r"^(global|ls:[1-9][0-9]{0,17}|project:[1-9][0-9]{0,17})$")
+_SCOPE = re.compile(r"^(global|ls:[1-9][0-9]{0,18}|project:[1-9][0-9]{0,18})$")
 
 
 class LineageError(UnSAMv2Error, ValueError):
@@ -51,6 +51,11 @@ def check_scope(text: str) -> str:
 def ls_scope(ls_project_id: int) -> str:
     """Return the scope of a Label Studio project."""
     return check_scope(f"ls:{int(ls_project_id)}")
+
+
+def serving_scope(ls_project_id: int | None) -> str:
+    """Return the scope a Label Studio request is served from (no project id: global)."""
+    return ls_scope(ls_project_id) if ls_project_id else GLOBAL_SCOPE
 
 
 def project_scope(project: Project) -> str:
@@ -231,6 +236,11 @@ def prune(session: Session, keep: int) -> list[ModelVersion]:
         session.delete(version)
     session.flush()
     return removed
+
+
+def version_paths(session: Session) -> set[str]:
+    """Return the folder of every version row."""
+    return set(session.scalars(select(ModelVersion.path)))
 
 
 def lineage_base_sha256(session: Session, scope: str) -> str | None:

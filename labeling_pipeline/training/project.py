@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from core_model.checkpoint import file_sha256
 from core_model.masks import decode_coco_rle
+from labeling_pipeline.model_files.lineage import cleanup
+from labeling_pipeline.model_files.registry import ModelRegistry
 from labeling_pipeline.model_files.weights import find_checkpoint
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
@@ -259,6 +261,9 @@ def _train_job(
             exclusive_file_lock(lineage_lock, timeout_s=lock_timeout_s),
             exclusive_file_lock(run.run_dir / ".lock"),  # a redelivery never trains twice
         ):
+            removed = cleanup(ModelRegistry(store, settings.models_dir))
+            if removed:
+                logger.info("removed %d folder(s) left by killed runs", removed)
             return _train_locked(run)
     except LockTimeoutError:
         raise TrainingDataError(

@@ -222,8 +222,12 @@ def test_good_labels_pass_the_gate_and_corrupted_ones_are_rejected(lineage_proje
 
 
 def test_too_few_held_out_masks_is_undecided_unless_publish_is_forced(lineage_project) -> None:
+    killed = lineage_project["settings"].models_dir / ".staging-killed-run"
+    killed.mkdir(parents=True)
+    os.utime(killed, (0, 0))  # left hours ago by a killed run
     strict = {**GATE, "min_masks": 1000}
     result = _train(lineage_project, gate=strict, config={**TRAIN, "steps": 2})
+    assert not killed.exists()
     assert result["gate"]["decision"] == "undecided" and not result["published"]
     assert "fewer than the 1000" in result["gate"]["reason"]
     forced = _train(lineage_project, gate=strict, config={**TRAIN, "steps": 2}, publish=True)
