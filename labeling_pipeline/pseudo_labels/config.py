@@ -78,6 +78,9 @@ class PseudoLabelConfig:
     # instance, so a partly occluded object still counts; far above one part of an object
     # (a limb, a wheel), which the conquer finds, so a split does not cut an object apart.
     split_min_area_fraction: float = 0.04
+    # The conquer also runs on each split piece's own crop: a crowded proposal's crop is large,
+    # and at the extractor's fixed resolution its small parts (petals, windows) blur together.
+    conquer_split_pieces: bool = True
     # Rebuild instances and split pieces from their refined conquer parts (`refine.snap_to_parts`):
     # a patch-grid mask is ~one patch (8-21 px) off along its boundary, its parts follow edges.
     snap_to_parts: bool = True

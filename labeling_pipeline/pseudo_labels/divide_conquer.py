@@ -24,12 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from core_model.masks import decode_coco_rle, encode_coco_rle
 from core_model.types import BoolMask
+from labeling_pipeline.pseudo_labels.candidates import Candidate, box_of, grid_to_image
 from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig
 from labeling_pipeline.pseudo_labels.conquer import merge_patches
 from labeling_pipeline.pseudo_labels.diagnostics import StageTrace
@@ -102,42 +102,15 @@ class PseudoMask:
         return decode_coco_rle(self.segmentation)
 
 
-@dataclass
-class _Candidate:
-    mask: BoolMask  # in the instance frame
-    score: float
-    source: str
-    band_px: int
-
-
-def grid_to_image(mask: BoolMask, height: int, width: int) -> BoolMask:
-    """Upsample an (h, w) patch mask to (height, width) bool (bilinear, threshold 0.5)."""
-    resized = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    out: BoolMask = resized > 0.5
-    return out
-
-
-def _box(mask: BoolMask, margin: int = 0) -> tuple[int, int, int, int]:
-    """Return (y0, y1, x0, x1), end exclusive, of a non-empty mask grown by `margin`."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    height, width = mask.shape
-    return (
-        max(0, int(rows[0]) - margin),
-        min(height, int(rows[-1]) + 1 + margin),
-        max(0, int(cols[0]) - margin),
-        min(width, int(cols[-1]) + 1 + margin),
-    )
-
-
 def _divide(
     image: npt.NDArray[np.uint8],
     extractor: FeatureExtractor,
     config: PseudoLabelConfig,
     proposals: Sequence[Proposal],
-) -> list[_Candidate]:
+) -> list[Candidate]:
     """Return N-cut and external proposals (image frame) with their refinement band widths."""
     height, width = image.shape[:2]
-    found: list[_Candidate] = []
+    found: list[Candidate] = []
     band = config.refine.min_band_px
     if config.use_ncut:
         features = extractor.extract(image)
@@ -150,7 +123,6 @@ def _divide(
         )
         for cut in discover_instances(features, config.ncut):
             mask = grid_to_image(cut.mask, height, width)
-            found.append(_Candidate(mask, cut.score, "ncut", band))
             pieces = split_proposal(
                 units,
                 cut.mask,
@@ -160,9 +132,10 @@ def _divide(
                 min_patches=min_piece,
                 max_depth=config.split_max_depth,
             )
+            found.append(Candidate(mask, cut.score, "ncut", band))
             for piece in pieces:
                 found.append(
-                    _Candidate(grid_to_image(piece, height, width), cut.score, "split", band)
+                    Candidate(grid_to_image(piece, height, width), cut.score, "split", band)
                 )
     for index, p in enumerate(proposals):
         mask = np.asarray(p.mask)
@@ -173,12 +146,12 @@ def _divide(
         if p.source not in ("external", "human"):
             raise ProposalError(f"proposal {index}: source must be external or human")
         if p.score > config.proposal_min_score and mask.any():
-            found.append(_Candidate(mask.astype(bool), float(p.score), p.source, band))
+            found.append(Candidate(mask.astype(bool), float(p.score), p.source, band))
     return found
 
 
 def _refined(
-    image: npt.NDArray[np.uint8], candidate: _Candidate, config: RefineConfig
+    image: npt.NDArray[np.uint8], candidate: Candidate, config: RefineConfig
 ) -> BoolMask | None:
     """Return the refined mask, the mask itself when not refined, or None when discarded."""
     if not config.enabled or candidate.source in UNREFINED_SOURCES:
@@ -200,10 +173,10 @@ def _conquer(
     extractor: FeatureExtractor,
     config: PseudoLabelConfig,
     trace: StageTrace | None = None,
-) -> list[_Candidate]:
+) -> list[Candidate]:
     """Return conquer regions of one instance, in the instance frame, clipped to the instance."""
     fy0, fy1, fx0, fx1 = frame
-    y0, y1, x0, x1 = _box(instance)
+    y0, y1, x0, x1 = box_of(instance)
     crop_instance = instance[y0:y1, x0:x1]
     features = extractor.extract(np.ascontiguousarray(image[y0:y1, x0:x1]))
     patch_px = features.patch_size * (y1 - y0) / features.resized_hw[0]
@@ -224,7 +197,7 @@ def _conquer(
         framed[y0 - fy0 : y1 - fy0, x0 - fx0 : x1 - fx0] = inside
         if trace is not None:
             trace.add("conquer", framed, fy0, fx0)
-        out.append(_Candidate(framed, region.threshold, "conquer", band))
+        out.append(Candidate(framed, region.threshold, "conquer", band))
     return out
 
 
@@ -239,9 +212,9 @@ def _is_part(
 def _parts(
     image: npt.NDArray[np.uint8],
     instance: BoolMask,
-    candidates: list[_Candidate],
+    candidates: list[Candidate],
     config: PseudoLabelConfig,
-) -> list[_Candidate]:
+) -> list[Candidate]:
     """NMS, refine and NMS again the candidate parts of one instance (all in its frame)."""
     kept = [
         candidates[i]
@@ -250,12 +223,20 @@ def _parts(
     refined = []
     instance_area = int(instance.sum())
     workers = max(1, min(config.refine.workers, len(kept)))
+
+    def refine(candidate: Candidate) -> BoolMask | None:
+        # a split piece spans several parts, too many colours for GrabCut: it is snapped to its
+        # refined parts afterwards instead
+        if candidate.source == "split" and config.snap_to_parts:
+            return candidate.mask
+        return _refined(image, candidate, config.refine)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:  # GrabCut releases the GIL
-        masks = list(pool.map(lambda c: _refined(image, c, config.refine), kept))
+        masks = list(pool.map(refine, kept))
     for candidate, mask in zip(kept, masks, strict=True):
         # a refined part must still be a part: smaller than and inside its instance
         if mask is not None and _is_part(mask, instance, instance_area, config):
-            refined.append(_Candidate(mask, candidate.score, candidate.source, candidate.band_px))
+            refined.append(Candidate(mask, candidate.score, candidate.source, candidate.band_px))
     if kept and not refined:
         logger.debug("refinement discarded every part; keeping the unrefined parts")
         refined = kept
@@ -269,19 +250,19 @@ def _encode(
     full = np.zeros(shape, dtype=bool)
     fy0, fy1, fx0, fx1 = frame
     full[fy0:fy1, fx0:fx1] = framed
-    y0, y1, x0, x1 = _box(framed)
+    y0, y1, x0, x1 = box_of(framed)
     box = (float(x0 + fx0), float(y0 + fy0), float(x1 - x0), float(y1 - y0))
     return encode_coco_rle(full), int(framed.sum()), box
 
 
 def _hierarchy(
     image: npt.NDArray[np.uint8],
-    head: _Candidate,
-    given: list[_Candidate],
+    head: Candidate,
+    given: list[Candidate],
     extractor: FeatureExtractor,
     config: PseudoLabelConfig,
     trace: StageTrace | None = None,
-) -> tuple[tuple[int, int, int, int], BoolMask, list[_Candidate]]:
+) -> tuple[tuple[int, int, int, int], BoolMask, list[Candidate]]:
     """Refine one instance and find its parts.
 
     Returns:
@@ -294,15 +275,17 @@ def _hierarchy(
         instance = instance | head.mask
     if trace is not None:
         trace.add("instances", instance)
-    frame = _box(instance, margin=2 * head.band_px + 2)
+    frame = box_of(instance, margin=2 * head.band_px + 2)
     fy0, fy1, fx0, fx1 = frame
     framed_given = [
-        _Candidate(c.mask[fy0:fy1, fx0:fx1], c.score, c.source, c.band_px)
+        Candidate(c.mask[fy0:fy1, fx0:fx1], c.score, c.source, c.band_px)
         for c in sorted(given, key=lambda c: (-c.score, -int(c.mask.sum())))
     ]
-    conquered = sorted(
-        _conquer(image, instance, frame, extractor, config, trace), key=lambda c: -int(c.mask.sum())
-    )
+    conquered = _conquer(image, instance, frame, extractor, config, trace)
+    for piece in given:  # a piece of a crowded proposal gets a conquer at its own resolution
+        if piece.source == "split" and config.conquer_split_pieces:
+            conquered += _conquer(image, piece.mask & instance, frame, extractor, config, trace)
+    conquered.sort(key=lambda c: -int(c.mask.sum()))
     framed_instance = instance[fy0:fy1, fx0:fx1]
     # split pieces are coarse patch masks: exact conquer regions win NMS against them
     ordered = [c for c in framed_given if c.source != "split"] + conquered
@@ -315,8 +298,8 @@ def _hierarchy(
 
 
 def _snapped(
-    instance: BoolMask, parts: list[_Candidate], band_px: int, config: PseudoLabelConfig
-) -> tuple[BoolMask, list[_Candidate]]:
+    instance: BoolMask, parts: list[Candidate], band_px: int, config: PseudoLabelConfig
+) -> tuple[BoolMask, list[Candidate]]:
     """Snap the instance and its split pieces to their conquer parts; NMS again."""
     leaves = [p.mask for p in parts if p.source == "conquer"]
 
@@ -331,7 +314,7 @@ def _snapped(
 
     instance = snap(instance)
     snapped = [
-        _Candidate(snap(p.mask), p.score, p.source, p.band_px) if p.source == "split" else p
+        Candidate(snap(p.mask), p.score, p.source, p.band_px) if p.source == "split" else p
         for p in parts
     ]
     area = int(instance.sum())
@@ -342,7 +325,7 @@ def _snapped(
 
 def _fallback(
     image: npt.NDArray[np.uint8],
-    candidates: list[_Candidate],
+    candidates: list[Candidate],
     config: PseudoLabelConfig,
     trace: StageTrace | None,
 ) -> list[InstanceHierarchy]:
@@ -358,7 +341,7 @@ def _fallback(
         trace.fallback = reason
     if mask is None:
         return []
-    candidates.append(_Candidate(mask, 0.0, "fallback", config.refine.min_band_px))
+    candidates.append(Candidate(mask, 0.0, "fallback", config.refine.min_band_px))
     return [InstanceHierarchy(len(candidates) - 1, ())]
 
 
