@@ -270,9 +270,10 @@ def _hierarchy(
         frame, largest first).
     """
     refined = _refined(image, head, config.refine)
-    instance = head.mask if refined is None else refined  # a discarded refinement keeps the coarse
+    chosen = head.mask if refined is None else refined  # a discarded refinement keeps the coarse
+    instance = chosen
     if config.snap_to_parts:  # the conquer looks at the coarse mask too: refinement may cut
-        instance = instance | head.mask
+        instance = chosen | head.mask
     if trace is not None:
         trace.add("instances", instance)
     frame = box_of(instance, margin=2 * head.band_px + 2)
@@ -292,15 +293,27 @@ def _hierarchy(
     ordered += [c for c in framed_given if c.source == "split"]
     parts = _parts(image[fy0:fy1, fx0:fx1], framed_instance, ordered, config)
     if config.snap_to_parts and head.source not in UNREFINED_SOURCES:
-        framed_instance, parts = _snapped(framed_instance, parts, head.band_px, config)
+        # a single object whose GrabCut refinement passed keeps it; a crowded proposal (split
+        # pieces) or a discarded refinement is rebuilt from its parts
+        crowded = refined is None or any(c.source == "split" for c in given)
+        if not crowded:
+            framed_instance = chosen[fy0:fy1, fx0:fx1]
+        framed_instance, parts = _snapped(
+            framed_instance, parts, head.band_px, config, snap_instance=crowded
+        )
     parts.sort(key=lambda c: -int(c.mask.sum()))
     return frame, framed_instance, parts
 
 
 def _snapped(
-    instance: BoolMask, parts: list[Candidate], band_px: int, config: PseudoLabelConfig
+    instance: BoolMask,
+    parts: list[Candidate],
+    band_px: int,
+    config: PseudoLabelConfig,
+    *,
+    snap_instance: bool,
 ) -> tuple[BoolMask, list[Candidate]]:
-    """Snap the instance and its split pieces to their conquer parts; NMS again."""
+    """Snap the split pieces (and the instance if asked) to their conquer parts; NMS again."""
     leaves = [p.mask for p in parts if p.source == "conquer"]
 
     def snap(mask: BoolMask) -> BoolMask:
@@ -312,7 +325,8 @@ def _snapped(
             min_iou=config.refine.min_iou,
         )
 
-    instance = snap(instance)
+    if snap_instance:
+        instance = snap(instance)
     snapped = [
         Candidate(snap(p.mask), p.score, p.source, p.band_px) if p.source == "split" else p
         for p in parts
