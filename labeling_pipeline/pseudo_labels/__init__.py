@@ -9,9 +9,11 @@ Public API:
 - `generate_pseudo_labels(paths, extractor, out_dir=..., config=...)`: many files (for the CLI).
 - `PseudoLabelConfig` (thresholds), `Proposal` (external masks), `read_proposals(path)`.
 
-Modules: `features` (protocol, factory), `color_features`, `dino_features`, `ncut` (divide),
-`relations`, `conquer`, `mask_ops` (NMS), `refine` (GrabCut), `granularity`, `divide_conquer`
-(one image in memory), `output` (JSON), `pipeline` (files), `proposals`, `visualize`, `config`.
+Modules: `features` (protocol), `extractors` (factory, ``auto`` choice), `color_features`,
+`dino_features`, `ncut` (divide), `split` (touching objects), `relations`, `conquer`, `mask_ops`
+(NMS), `refine` (GrabCut, snapping to parts), `granularity`, `fallback` (instance of last resort),
+`candidates`, `divide_conquer` (one image in memory), `diagnostics` (per-stage trace), `output`
+(JSON), `pipeline` (files), `proposals`, `visualize`, `config`.
 """
 
 from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig, PseudoLabelConfigError
