@@ -31,17 +31,11 @@ from labeling_pipeline.model_files.registry import ModelRegistry
 from labeling_pipeline.model_files.weights import find_checkpoint
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
+from labeling_pipeline.store.jobs import fail_job, finish_job, get_job, set_job_progress, start_job
 from labeling_pipeline.store.locks import LockTimeoutError, exclusive_file_lock
 from labeling_pipeline.store.masks import human_masks_by_image
 from labeling_pipeline.store.models import HumanMask, Image, Project
-from labeling_pipeline.store.repository import (
-    fail_job,
-    finish_job,
-    get_job,
-    project_images,
-    set_job_progress,
-    start_job,
-)
+from labeling_pipeline.store.repository import project_images
 from labeling_pipeline.store.runs import finish_training_run, training_run_for_job
 from labeling_pipeline.store.versions import check_scope, lineage_base_sha256, project_scope
 from labeling_pipeline.training.candidate import Candidate, judge_and_commit

@@ -15,7 +15,7 @@ from celery import Celery
 from core_model.errors import UnSAMv2Error
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
-from labeling_pipeline.store.repository import create_job, fail_job, get_job
+from labeling_pipeline.store.jobs import create_job, fail_job, get_job
 from labeling_pipeline.store.runs import create_pseudo_label_run
 from labeling_pipeline.worker.names import (
     PSEUDO_LABEL_PROJECT_TASK,

@@ -21,14 +21,10 @@ from labeling_pipeline.label_studio.client import LabelStudioClient, LabelStudio
 from labeling_pipeline.label_studio.fetch import FetchPolicy
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
-from labeling_pipeline.store.locks import exclusive_file_lock
-from labeling_pipeline.store.repository import (
-    NotFoundError,
+from labeling_pipeline.store.jobs import (
     create_job,
     fail_job,
     finish_job,
-    get_image,
-    project_images,
     record_pseudo_label_image,
     recount_run_progress,
     set_job_progress,
@@ -36,6 +32,8 @@ from labeling_pipeline.store.repository import (
     start_pseudo_label_image,
     start_subtask,
 )
+from labeling_pipeline.store.locks import exclusive_file_lock
+from labeling_pipeline.store.repository import NotFoundError, get_image, project_images
 from labeling_pipeline.store.runs import get_pseudo_label_run
 from labeling_pipeline.worker.context import get_feature_extractor, store_for
 from labeling_pipeline.worker.jobs import submit_training, training_available

@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-_FINISHED = ("done", "failed")
-
 
 def add_parser(subparsers: Any) -> None:
     """Register `jobs` and `images`."""
@@ -74,7 +72,7 @@ def _print_jobs(rows: list[dict[str, Any]]) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     """List recent jobs."""
-    from labeling_pipeline.store.repository import job_as_dict, list_jobs
+    from labeling_pipeline.store.jobs import job_as_dict, list_jobs
 
     settings, store = _store()
     _fail_lost_jobs(settings, store)
@@ -89,7 +87,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     """Show one job as JSON."""
-    from labeling_pipeline.store.repository import get_job, job_as_dict
+    from labeling_pipeline.store.jobs import get_job, job_as_dict
 
     settings, store = _store()
     _fail_lost_jobs(settings, store)
@@ -100,7 +98,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_wait(args: argparse.Namespace) -> int:
     """Poll a job until it is done (0) or failed (1)."""
-    from labeling_pipeline.store.repository import get_job, job_as_dict
+    from labeling_pipeline.store.jobs import FINISHED, get_job, job_as_dict
 
     settings, store = _store()
     deadline = time.monotonic() + args.timeout
@@ -108,7 +106,7 @@ def run_wait(args: argparse.Namespace) -> int:
         _fail_lost_jobs(settings, store)
         with store.session() as session:
             row = job_as_dict(get_job(session, args.job_id))
-        if row["status"] in _FINISHED or time.monotonic() > deadline:
+        if row["status"] in FINISHED or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     print(json.dumps(row, indent=2))

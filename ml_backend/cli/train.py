@@ -61,7 +61,8 @@ def _settings_and_store() -> tuple[Any, Any]:
 def run_train(args: argparse.Namespace) -> int:
     """Create a training job and run it here."""
     from labeling_pipeline.pseudo_labels.extractors import build_feature_extractor
-    from labeling_pipeline.store.repository import create_job, find_project
+    from labeling_pipeline.store.jobs import create_job
+    from labeling_pipeline.store.repository import find_project
     from labeling_pipeline.training.config import TrainConfig
     from labeling_pipeline.training.project import base_checkpoint, train_project
     from labeling_pipeline.worker.watchdog import heartbeat_interval_s, job_heartbeat

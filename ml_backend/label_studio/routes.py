@@ -8,7 +8,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from labeling_pipeline.store import NotFoundError
-from labeling_pipeline.store.repository import get_job, job_as_dict, list_jobs, list_model_versions
+from labeling_pipeline.store.jobs import get_job, job_as_dict, list_jobs
+from labeling_pipeline.store.repository import list_model_versions
 from labeling_pipeline.worker.watchdog import fail_lost
 from ml_backend.errors import BadRequestError
 from ml_backend.label_studio import predict as predict_service

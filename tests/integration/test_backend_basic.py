@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from labeling_pipeline.store import Store
-from labeling_pipeline.store.repository import create_job
+from labeling_pipeline.store.jobs import create_job
 from ml_backend.label_studio.app import create_app
 from ml_backend.runtime import ModelRuntime
 from ml_backend.settings import Settings

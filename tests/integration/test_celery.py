@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from labeling_pipeline.store import MaskRecord, Store
-from labeling_pipeline.store.repository import get_or_create_project, list_jobs, replace_human_masks
+from labeling_pipeline.store.jobs import list_jobs
+from labeling_pipeline.store.repository import get_or_create_project, replace_human_masks
 from labeling_pipeline.worker.app import create_celery_app
 from ml_backend.settings import Settings
 

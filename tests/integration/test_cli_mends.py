@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from labeling_pipeline.store import Store
+from labeling_pipeline.store.jobs import create_job, start_job, start_subtask
 from labeling_pipeline.store.models import Job, PseudoLabelRun, TrainingRun
-from labeling_pipeline.store.repository import create_job, find_project, start_job, start_subtask
+from labeling_pipeline.store.repository import find_project
 from labeling_pipeline.training.data import TrainingDataError
 from labeling_pipeline.training.project import train_project
 from ml_backend import cli

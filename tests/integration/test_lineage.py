@@ -27,14 +27,10 @@ from labeling_pipeline.model_files.registry import PublishError
 from labeling_pipeline.pseudo_labels.extractors import build_feature_extractor
 from labeling_pipeline.store import MaskRecord, Store
 from labeling_pipeline.store.images import cache_image_bytes
+from labeling_pipeline.store.jobs import create_job
 from labeling_pipeline.store.locks import exclusive_file_lock
 from labeling_pipeline.store.models import Job, ModelVersion
-from labeling_pipeline.store.repository import (
-    add_image,
-    create_job,
-    get_or_create_project,
-    replace_human_masks,
-)
+from labeling_pipeline.store.repository import add_image, get_or_create_project, replace_human_masks
 from labeling_pipeline.store.versions import (
     current_version,
     list_versions,

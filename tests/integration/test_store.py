@@ -12,21 +12,23 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
 from labeling_pipeline.store import MaskRecord, NotFoundError, Store, StoreError
+from labeling_pipeline.store.jobs import (
+    create_job,
+    get_job,
+    record_pseudo_label_image,
+    recount_run_progress,
+    start_job,
+)
 from labeling_pipeline.store.models import Base, ModelVersion
 from labeling_pipeline.store.repository import (
     add_image,
     add_model_version_and_point,
     count_human_masks,
-    create_job,
     current_model_version,
     delete_human_masks,
     find_project,
-    get_job,
     get_or_create_project,
-    record_pseudo_label_image,
-    recount_run_progress,
     replace_human_masks,
-    start_job,
 )
 
 

@@ -17,13 +17,9 @@ from PIL import Image as PILImage
 from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scene
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.images import cache_image_bytes
+from labeling_pipeline.store.jobs import create_job, start_job
 from labeling_pipeline.store.models import Job, PseudoLabelImage, PseudoLabelRun
-from labeling_pipeline.store.repository import (
-    add_image,
-    create_job,
-    get_or_create_project,
-    start_job,
-)
+from labeling_pipeline.store.repository import add_image, get_or_create_project
 from labeling_pipeline.store.stale_jobs import fail_stale_jobs
 from labeling_pipeline.worker.app import create_celery_app
 from labeling_pipeline.worker.jobs import submit_pseudo_label_run
