@@ -10,6 +10,11 @@ loaded again until it changes (size or modification time); meanwhile the previou
 
 Requests get the predictor behind the process's `ModelDoor` (`predictor()`, `serving()`), so
 every encoder run and decoder call of the process waits in one first-come first-served line.
+
+The above is the global model (scope "global"). A request of a Label Studio project passes its
+scope (``serving("ls:3")``): a project with a version of its own is served that version, loaded
+on first use and kept in a bounded LRU (`ScopedModels`); a project without one, the global
+model.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from labeling_pipeline.model_files.registry import CHECKPOINT_FILE
 from labeling_pipeline.model_files.weights import find_checkpoint
 from labeling_pipeline.settings import PipelineSettings
 from labeling_pipeline.store import Store
-from labeling_pipeline.store.repository import current_model_version
+from labeling_pipeline.store.versions import GLOBAL_SCOPE, current_version
 from ml_backend.model_door import GatedPredictor, ModelDoor
+from ml_backend.model_pool import module_bytes
+from ml_backend.scoped_models import ScopedModels
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +66,7 @@ def choose_weights(settings: PipelineSettings, store: Store | None) -> WeightsCh
     """Pick the weights to serve, or raise `ModelUnavailableError` saying what is missing."""
     if store is not None:
         with store.session() as session:
-            version = current_model_version(session)
+            version = current_version(session, GLOBAL_SCOPE)
             if version is not None:
                 return WeightsChoice(
                     version.model, Path(version.path) / CHECKPOINT_FILE, "published", version.name
@@ -100,6 +107,8 @@ class ModelRuntime:
         max_image_pixels: Largest image the default predictor accepts.
         door: The process's door to the model (default: one encoder run at a time, 32 waiting
             calls at most).
+        max_models: Models kept loaded, the global one included (per-project ones: one less).
+        max_model_bytes: Bytes of per-project models kept loaded.
     """
 
     def __init__(
@@ -112,6 +121,8 @@ class ModelRuntime:
         cache_bytes: int = 1 << 30,
         max_image_pixels: int = MAX_IMAGE_PIXELS,
         door: ModelDoor | None = None,
+        max_models: int = 2,
+        max_model_bytes: int = 8 << 30,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -125,6 +136,19 @@ class ModelRuntime:
         self._state, self._reason = "loading", "the model is loading"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.scoped = ScopedModels(
+            store,
+            load=self._load_scoped,
+            choice_of=lambda model, path, name: WeightsChoice(model, path, "published", name),
+            max_models=max(1, max_models - 1),
+            max_bytes=max_model_bytes,
+            ttl_s=poll_s,
+        )
+
+    def _load_scoped(self, choice: WeightsChoice) -> tuple[MaskPredictor, int]:
+        logger.info("loading model version %s from %s", choice.version_name, choice.checkpoint)
+        predictor = self._make(choice)
+        return self.door.gate(predictor), module_bytes(predictor)
 
     def _default_maker(
         self, cache_bytes: int, max_pixels: int
@@ -198,12 +222,33 @@ class ModelRuntime:
         with self._lock:
             self._state, self._reason = state, reason
 
-    def predictor(self) -> MaskPredictor:
+    def predictor(self, scope: str = GLOBAL_SCOPE) -> MaskPredictor:
         """Return the serving predictor (behind the door), or raise `ModelUnavailableError`."""
-        return self.serving()[0]
+        return self.serving(scope)[0]
 
-    def serving(self) -> tuple[MaskPredictor, str]:
-        """Return (predictor, its version) consistently, or raise `ModelUnavailableError`."""
+    def serving(self, scope: str = GLOBAL_SCOPE) -> tuple[MaskPredictor, str]:
+        """Return (predictor, its version) of `scope` consistently.
+
+        A scope other than global whose version is not loaded yet is loaded now (once, however
+        many requests wait for it).
+
+        Raises:
+            ModelUnavailableError: no model can serve the scope.
+        """
+        if scope != GLOBAL_SCOPE:
+            return self.scoped.serving(scope, self._serving_global)
+        return self._serving_global()
+
+    def version_for(self, scope: str) -> str:
+        """Return the version `scope` is served, without loading anything (for /setup)."""
+        return self.scoped.version(scope, self.model_version)
+
+    def preload(self, scope: str) -> None:
+        """Start loading `scope`'s own version in the background, if it has one."""
+        if scope != GLOBAL_SCOPE:
+            self.scoped.preload(scope)
+
+    def _serving_global(self) -> tuple[MaskPredictor, str]:
         with self._lock:
             if self._predictor is None:
                 raise ModelUnavailableError(f"model unavailable ({self._state}): {self._reason}")
@@ -233,4 +278,5 @@ class ModelRuntime:
                 "source": choice.source if ready and choice else None,
                 "granularity_mode": predictor.info.granularity_mode if predictor else None,
                 "queue": self.door.status(),
+                "scoped": self.scoped.status(),
             }

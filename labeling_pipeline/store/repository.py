@@ -26,7 +26,7 @@ from labeling_pipeline.store.models import (
     utcnow,
 )
 
-DEFAULT_SCOPE = "default"
+DEFAULT_SCOPE = "global"
 
 
 class NotFoundError(UnSAMv2Error, LookupError):

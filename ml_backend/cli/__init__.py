@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "ml_backend.cli.weights",
     "ml_backend.cli.label_studio",
     "ml_backend.cli.train",
+    "ml_backend.cli.models",
     "ml_backend.cli.pseudo_label",
     "ml_backend.cli.evaluate",
     "ml_backend.cli.export",

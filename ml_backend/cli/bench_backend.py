@@ -9,6 +9,11 @@ clicking at the same time, each on their own image. Every answer is checked: HTT
 result id of the annotator's own task, the image's size, and a mask equal to the one the
 predictor gives for that click alone (no cross-talk between concurrent requests).
 
+With ``--projects 2``, a second random model is published for Label Studio project 2
+(``ls:2``), then three rounds alternate: the eight annotators in project 1 (one model), and
+half of them in project 2 (two models serving at once); the report compares the two kinds of
+rounds, measured alternately so that a change of machine load hits both alike.
+
 With ``--hostile``, the eight annotators click once more while eight hostile clients (slow-drip
 bodies, oversized bodies, absurd ``original_width``; see `bench_hostile`) hit the same server;
 the report compares the valid clicks' p95 with the calm run's and counts 5xx answers.
@@ -39,6 +44,13 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--clicks", type=int, default=20, help="timed clicks per annotator")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.add_argument(
+        "--projects",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: repeat the concurrent run, half the annotators in a project on its own version",
+    )
+    p.add_argument(
         "--hostile",
         action="store_true",
         help="repeat the concurrent run next to 8 slow, oversized and absurd clients",
@@ -47,7 +59,13 @@ def add_parser(benches: Any) -> None:
 
 
 def _click_body(
-    task_id: int, x_pct: float, y_pct: float, config: str, size: tuple[int, int], anchor: str
+    task_id: int,
+    x_pct: float,
+    y_pct: float,
+    config: str,
+    size: tuple[int, int],
+    anchor: str,
+    project: int = 1,
 ) -> dict[str, Any]:
     width, height = size
     keypoint = {
@@ -63,7 +81,7 @@ def _click_body(
     task = {"id": task_id, "data": {"image": f"/data/local-files/?d=img{task_id}.png"}}
     return {
         "tasks": [task],
-        "project": "1.1",
+        "project": f"{project}.1",
         "label_config": config,
         "params": {"context": {"result": [keypoint]}},
     }
@@ -104,6 +122,7 @@ def _setup(args: argparse.Namespace, root: Path) -> tuple[Any, Any, tuple[int, i
     )
     store = Store(settings.pipeline.resolved_database_url)
     runtime = ModelRuntime(settings.pipeline, store=store, poll_s=0)
+    runtime.scoped.ttl_s = settings.model_poll_s  # as served: no store query per click
     runtime.refresh()
     app = create_app(settings, runtime=runtime, store=store, start_runtime=False)
     return app, runtime, (width, height), settings
@@ -120,16 +139,17 @@ def _check_answers(
     plans: dict[int, list[tuple[float, float]]],
     answers: dict[tuple[int, int], dict[str, Any]],
     size: tuple[int, int],
+    scope_of: Any = None,
 ) -> int:
     """Count answers that are missing or differ from the predictor's own mask for that click."""
     from core_model.masks import brush_rle_to_mask
     from core_model.types import Prompts
     from ml_backend.label_studio.convert import result_id
 
-    predictor, _ = runtime.serving()
     width, height = size
     errors = sum(len(clicks) for clicks in plans.values()) - len(answers)
     for (task_id, index), result in answers.items():
+        predictor, _ = runtime.serving(scope_of(task_id) if scope_of else "global")
         x, y = plans[task_id][index]
         mask = brush_rle_to_mask(result["value"]["rle"], height=height, width=width)
         embedding = predictor.embed_keyed(
@@ -161,9 +181,10 @@ class _Clicks:
         self.failures: dict[str, list[str]] = {}
         self.server_errors: dict[str, int] = {}
 
-    def click(self, session: Any, task_id: int, index: int, phase: str) -> float:
+    def click(self, session: Any, task_id: int, index: int, phase: str, project: int = 1) -> float:
         x, y = self.plans[task_id][index]
-        body = _click_body(task_id, x, y, self.config, self.size, f"a{task_id}-{index}")
+        anchor = f"a{task_id}-{index}"
+        body = _click_body(task_id, x, y, self.config, self.size, anchor, project)
         start = time.perf_counter()
         reply = session.post(f"{self.url}/predict", json=body, timeout=120)
         elapsed = time.perf_counter() - start
@@ -178,13 +199,19 @@ class _Clicks:
             answers[(task_id, index)] = reply.json()["results"][0]["result"][0]
         return elapsed
 
-    def concurrent(self, annotators: int, clicks: int, phase: str) -> tuple[list[float], float]:
-        """Every annotator clicks `clicks` times at once; return the latencies and wall time."""
+    def concurrent(
+        self, annotators: int, clicks: int, phase: str, projects: int = 1
+    ) -> tuple[list[float], float]:
+        """Every annotator clicks `clicks` times at once; return the latencies and wall time.
+
+        With `projects` 2, odd annotators click in Label Studio project 2.
+        """
         import requests
 
         def annotator(task_id: int) -> list[float]:
+            project = 1 + task_id % projects
             with requests.Session() as own:
-                return [self.click(own, task_id, i, phase) for i in range(clicks)]
+                return [self.click(own, task_id, i, phase, project) for i in range(clicks)]
 
         start = time.perf_counter()
         with ThreadPoolExecutor(annotators) as pool:
@@ -220,6 +247,67 @@ def _hostile_run(
     }
 
 
+def _second_project(args: argparse.Namespace, root: Path, app: Any, clicks: _Clicks) -> Any:
+    """Publish a second random model for Label Studio project 2 and warm its embeddings up."""
+    import requests
+    import torch
+
+    from core_model.build import build_model
+    from core_model.checkpoint import file_sha256, save_official_checkpoint
+    from labeling_pipeline.store.models import ModelVersion
+    from labeling_pipeline.store.versions import add_version
+
+    folder = root / "data" / "models" / "bench-project-2"
+    folder.mkdir(parents=True)
+    torch.manual_seed(1)
+    save_official_checkpoint(build_model(args.config), folder / "model.pt")
+    with app.extensions["unsamv2"].store.session() as session:
+        add_version(
+            session,
+            ModelVersion(
+                name="bench-project-2",
+                path=str(folder),
+                model=args.config,
+                checkpoint_sha256=file_sha256(folder / "model.pt"),
+                scope="ls:2",
+            ),
+            publish=True,
+        )
+    with requests.Session() as session:
+        for task_id in range(1, args.annotators, 2):  # load the version, embed its images
+            clicks.click(session, task_id, 0, "projects", 2)
+
+    def scope_of(task_id: int) -> str:
+        return "ls:2" if task_id % 2 else "global"
+
+    return scope_of
+
+
+def _projects_run(
+    args: argparse.Namespace, root: Path, app: Any, clicks: _Clicks
+) -> tuple[dict[str, Any], Any]:
+    """Alternate one-project and two-project rounds (3 each), so load drift hits both alike."""
+    scope_of = _second_project(args, root, app, clicks)
+    one: list[float] = []
+    two: list[float] = []
+    wall_two = 0.0
+    for _ in range(3):
+        times, _wall = clicks.concurrent(args.annotators, args.clicks, "calm")
+        one += times
+        times, wall = clicks.concurrent(args.annotators, args.clicks, "projects", projects=2)
+        two += times
+        wall_two += wall
+    single, figures = _percentiles(one), _percentiles(two)
+    return {
+        **figures,
+        "one_project": single,
+        "clicks_per_s": len(two) / wall_two,
+        "p50_ratio": figures["p50_ms"] / single["p50_ms"],
+        "p95_ratio": figures["p95_ms"] / single["p95_ms"],
+        "failed_requests": clicks.failures.get("projects", []),
+    }, scope_of
+
+
 def run_backend_bench(args: argparse.Namespace) -> int:
     """Run the scenarios and print the figures."""
     import requests
@@ -250,6 +338,9 @@ def run_backend_bench(args: argparse.Namespace) -> int:
         }
         if args.hostile:
             report["hostile"] = _hostile_run(args, clicks, port, settings, report["concurrent"])
+        scope_of = None
+        if args.projects == 2:
+            report["projects"], scope_of = _projects_run(args, Path(tmp), app, clicks)
         server.close()
         report["mismatches"] = _check_answers(
             app, runtime, plans, clicks.answers.get("calm", {}), size
@@ -259,16 +350,25 @@ def run_backend_bench(args: argparse.Namespace) -> int:
             report["hostile"]["mismatches"] = _check_answers(
                 app, runtime, plans, clicks.answers.get("hostile", {}), size
             )
+        if scope_of is not None:
+            report["projects"]["mismatches"] = _check_answers(
+                app, runtime, plans, clicks.answers.get("projects", {}), size, scope_of
+            )
     _print(args, report)
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
     hostile = report.get("hostile")
+    projects = report.get("projects")
+    projects_ok = projects is None or (
+        projects["mismatches"] == 0 and not projects["failed_requests"]
+    )
     hostile_ok = hostile is None or (
         hostile["mismatches"] == 0
         and not hostile["failed_requests"]
         and hostile["hostile_5xx"] == 0
     )
-    return 0 if report["mismatches"] == 0 and not report["failed_requests"] and hostile_ok else 1
+    calm_ok = report["mismatches"] == 0 and not report["failed_requests"]
+    return 0 if calm_ok and hostile_ok and projects_ok else 1
 
 
 def _print(args: argparse.Namespace, report: dict[str, Any]) -> None:
@@ -289,6 +389,16 @@ def _print(args: argparse.Namespace, report: dict[str, Any]) -> None:
     )
     for failure in failures[:5]:
         print(f"  failed: {failure}")
+    projects = report.get("projects")
+    if projects is not None:
+        print(
+            f"  {args.annotators} annotators, 3 alternating rounds: one project p50 "
+            f"{projects['one_project']['p50_ms']:.1f} ms, p95 "
+            f"{projects['one_project']['p95_ms']:.1f} ms; 2 projects on 2 model versions p50 "
+            f"{projects['p50_ms']:.1f} ms ({projects['p50_ratio']:.2f}x), p95 "
+            f"{projects['p95_ms']:.1f} ms ({projects['p95_ratio']:.2f}x), failed requests "
+            f"{len(projects['failed_requests'])}, mismatched answers {projects['mismatches']}"
+        )
     hostile = report.get("hostile")
     if hostile is None:
         return

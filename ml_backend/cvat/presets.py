@@ -16,6 +16,7 @@ from typing import Literal
 
 from core_model.errors import GranularityError, UnSAMv2Error
 from core_model.types import validate_granularity
+from labeling_pipeline.store.versions import GLOBAL_SCOPE, LineageError, check_scope
 
 FUNCTION_PREFIX = "unsamv2"
 DETECTOR_LABEL = "object"
@@ -34,15 +35,18 @@ class PresetError(UnSAMv2Error, ValueError):
 
 @dataclass(frozen=True)
 class Preset:
-    """A named granularity.
+    """A named granularity, served by one project's model lineage.
 
     Attributes:
         name: Lower-case slug used in function names (``[a-z0-9-]``, at most 40 characters).
         granularity: In [0.1, 1.0]; 0.1 fine parts, 1.0 whole objects.
+        scope: Lineage whose current version serves it (``global``, ``ls:<id>``,
+            ``project:<id>``); a scope without a version of its own is served global's.
     """
 
     name: str
     granularity: float
+    scope: str = GLOBAL_SCOPE
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -55,9 +59,14 @@ class Preset:
         except GranularityError as exc:
             raise PresetError(f"preset {self.name!r}: {exc}") from None
         object.__setattr__(self, "granularity", granularity)
+        try:
+            object.__setattr__(self, "scope", check_scope(self.scope))
+        except LineageError as exc:
+            raise PresetError(f"preset {self.name!r}: {exc}") from None
 
     def __str__(self) -> str:
-        return f"{self.name}:{self.granularity:g}"
+        scope = "" if self.scope == GLOBAL_SCOPE else f"@{self.scope}"
+        return f"{self.name}:{self.granularity:g}{scope}"
 
 
 DEFAULT_PRESETS: tuple[Preset, ...] = (
@@ -68,7 +77,7 @@ DEFAULT_PRESETS: tuple[Preset, ...] = (
 
 
 def parse_presets(text: str) -> tuple[Preset, ...]:
-    """Parse ``"name:granularity,name:granularity,..."`` (e.g. ``"fine:0.2,whole:1.0"``).
+    """Parse ``"name:granularity[@scope],..."`` (e.g. ``"fine:0.2,whole:1.0,p3:0.5@ls:3"``).
 
     Raises:
         PresetError: empty list, an item without ``:``, a bad name or value, or a repeated name.
@@ -78,6 +87,7 @@ def parse_presets(text: str) -> tuple[Preset, ...]:
         raise PresetError("give at least one preset as name:granularity, e.g. 'part:0.5'")
     presets = []
     for item in items:
+        item, _, scope = item.partition("@")
         name, sep, raw = item.partition(":")
         if not sep:
             raise PresetError(f"preset {item!r} must be name:granularity, e.g. 'part:0.5'")
@@ -85,7 +95,7 @@ def parse_presets(text: str) -> tuple[Preset, ...]:
             value = float(raw)
         except ValueError:
             raise PresetError(f"preset {item!r}: granularity {raw!r} is not a number") from None
-        presets.append(Preset(name.strip(), value))
+        presets.append(Preset(name.strip(), value, scope.strip() or GLOBAL_SCOPE))
     return check_unique(presets)
 
 

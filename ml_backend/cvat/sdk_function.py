@@ -164,13 +164,17 @@ class UnSAMv2Interaction:
 
 
 def load_predictor(
-    *, checkpoint: str | None, model: str | None, device: str | None
+    *, checkpoint: str | None, model: str | None, device: str | None, scope: str = "global"
 ) -> MaskPredictor:
     """Build the predictor from explicit arguments, else from the backend's settings.
+
+    Without an explicit checkpoint, the scope's current version in the backend's store is used
+    (a scope without one: global's, then the configured checkpoint).
 
     Raises:
         ModelUnavailableError: no usable checkpoint (the message says what to set).
     """
+    from labeling_pipeline.store import Store
     from ml_backend.runtime import ModelRuntime
     from ml_backend.settings import Settings
 
@@ -183,14 +187,16 @@ def load_predictor(
     if device:
         changes["device"] = device
     settings = settings.with_pipeline(**changes) if changes else settings
+    store = None if checkpoint else Store(settings.pipeline.resolved_database_url)
     runtime = ModelRuntime(
         settings.pipeline,
+        store=store,
         poll_s=0,
         cache_bytes=settings.cache_mb * 1024 * 1024,
         max_image_pixels=settings.max_image_pixels,
     )
     runtime.refresh()
-    predictor: MaskPredictor = runtime.predictor()
+    predictor: MaskPredictor = runtime.predictor(scope)
     return predictor
 
 
@@ -208,6 +214,7 @@ def create(
     label: str = DETECTOR_LABEL,
     polygon_tolerance_px: float = 1.0,
     predictor: MaskPredictor | None = None,
+    scope: str = "global",
 ) -> UnSAMv2Detection | UnSAMv2Interaction:
     """Create the function (cvat-cli calls this with the ``-p`` parameters).
 
@@ -224,6 +231,8 @@ def create(
         label: Detector label name (type mask); match it to a task label.
         polygon_tolerance_px: Polygon simplification with ``--conv-mask-to-poly``.
         predictor: A ready predictor (Python callers; the model arguments are then unused).
+        scope: Model lineage to use (``global``, ``ls:<id>``, ``project:<id>``): its current
+            version in the backend's store (without `checkpoint`).
 
     Raises:
         BadRequestError: unknown kind, or "interactor" with an older cvat-sdk.
@@ -234,7 +243,9 @@ def create(
         raise BadRequestError(f"kind must be 'detector' or 'interactor', got {kind!r}")
     if kind == "interactor" and not HAS_INTERACTION:
         raise BadRequestError("interaction functions need cvat-sdk 2.71 or later")
-    predictor = predictor or load_predictor(checkpoint=checkpoint, model=model, device=device)
+    predictor = predictor or load_predictor(
+        checkpoint=checkpoint, model=model, device=device, scope=scope
+    )
     if kind == "interactor":
         return UnSAMv2Interaction(predictor, granularity=granularity)
     config = WholeImageConfig(

@@ -23,7 +23,7 @@ from ml_backend.errors import BadRequestError
 
 logger = logging.getLogger(__name__)
 
-Serving = Callable[[], tuple[MaskPredictor, str]]
+Serving = Callable[[str], tuple[MaskPredictor, str]]
 
 
 class UnknownFunctionError(NotFoundError):
@@ -52,8 +52,8 @@ class CvatService:
     """The functions of a list of granularity presets, run on the serving predictor.
 
     Args:
-        serving: Returns (predictor, model version); raises `ModelUnavailableError` while no
-            model is loaded (`ModelRuntime.serving`).
+        serving: Returns (predictor, model version) of a scope; raises
+            `ModelUnavailableError` while no model is loaded (`ModelRuntime.serving`).
         presets: One interactor and one detector per preset.
         options: Image limit and detector settings.
     """
@@ -83,16 +83,19 @@ class CvatService:
         """
         if not isinstance(body, Mapping):
             raise BadRequestError("the request body must be a JSON object")
+        scope = function.preset.scope
         if function.kind == "interactor":
-            return self.interact(body, granularity=function.granularity)
-        return self.detect(body, granularity=function.granularity)
+            return self.interact(body, granularity=function.granularity, scope=scope)
+        return self.detect(body, granularity=function.granularity, scope=scope)
 
-    def interact(self, body: Mapping[str, Any], *, granularity: float) -> dict[str, Any]:
+    def interact(
+        self, body: Mapping[str, Any], *, granularity: float, scope: str = "global"
+    ) -> dict[str, Any]:
         """Answer an interactor request: one mask for the clicks (and box) at `granularity`."""
         started = time.perf_counter()
         prompts = codec.decode_prompts(body)  # malformed prompts fail before any model work
         key, load = codec.decode_image(body, max_pixels=self.options.max_image_pixels)
-        predictor, _ = self.serving()
+        predictor, _ = self.serving(scope)
         embedding = predictor.embed_keyed(key, load)
         result = predictor.predict(embedding, prompts, granularity=granularity)
         reply = codec.interactor_reply(result.masks[0], prompts)
@@ -106,7 +109,9 @@ class CvatService:
         )
         return reply
 
-    def detect(self, body: Mapping[str, Any], *, granularity: float) -> list[dict[str, Any]]:
+    def detect(
+        self, body: Mapping[str, Any], *, granularity: float, scope: str = "global"
+    ) -> list[dict[str, Any]]:
         """Answer a detector request: automatic masks at `granularity`, best first.
 
         A ``threshold`` in the request is the minimum confidence (predicted IoU) of a mask.
@@ -114,7 +119,7 @@ class CvatService:
         started = time.perf_counter()
         threshold = codec.decode_threshold(body)
         key, load = codec.decode_image(body, max_pixels=self.options.max_image_pixels)
-        predictor, _ = self.serving()
+        predictor, _ = self.serving(scope)
         shapes = detect_shapes(
             predictor,
             predictor.embed_keyed(key, load),

@@ -70,6 +70,8 @@ def create_app(
         cache_bytes=settings.cache_mb * 1024 * 1024,
         max_image_pixels=settings.max_image_pixels,
         door=ModelDoor(settings.max_concurrent_encodes, settings.max_queued_requests),
+        max_models=settings.max_loaded_models,
+        max_model_bytes=settings.max_loaded_model_mb * 1024 * 1024,
     )
     if start_runtime:
         runtime.start()

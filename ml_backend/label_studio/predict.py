@@ -24,6 +24,7 @@ from labeling_pipeline.store.repository import (
     record_predictions,
     set_project_options,
 )
+from labeling_pipeline.store.versions import serving_scope
 from ml_backend.errors import BadRequestError
 from ml_backend.label_studio.context import BackendContext
 from ml_backend.label_studio.convert import (
@@ -148,7 +149,7 @@ def _interactive(
             f"label {group.label.value!r} targets {target!r}, which is not a label of "
             f'<BrushLabels name="{brush.name}"> (set target="..." on the label)'
         )
-    predictor, version = ctx.runtime.serving()
+    predictor, version = ctx.runtime.serving(serving_scope(project_id))
     key, load = ctx.images.resolve(_image_url(task, config, group.to_name), client=ctx.ls_client())
     embedding = predictor.embed_keyed(key, load)
     height, width = embedding.original_hw
@@ -221,7 +222,7 @@ def _whole_image(
     label = settings.preannotate_label or (brush.labels[0] if brush.labels else "")
     if label not in brush.labels:
         raise LabelConfigError(f"pre-annotation label {label!r} is not in <{brush.name}>")
-    predictor, version = ctx.runtime.serving()
+    predictor, version = ctx.runtime.serving(serving_scope(project_id))
     if late():  # no time left for this task: no image fetch, no embedding
         return prediction([], score=0.0, model_version=version + PARTIAL_NOTE)
     key, load = ctx.images.resolve(_image_url(task, config, image_name), client=ctx.ls_client())
@@ -276,4 +277,6 @@ def setup(ctx: BackendContext, body: Mapping[str, Any]) -> dict[str, Any]:
             project = label_studio_project(session, project_id, label_config=request.label_config)
             set_project_options(session, project.id, options)
     ctx.remember_label_studio(request.hostname, request.access_token)
-    return {"model_version": ctx.runtime.model_version}
+    scope = serving_scope(project_id)
+    ctx.runtime.preload(scope)  # in the background: /setup never waits for a model
+    return {"model_version": ctx.runtime.version_for(scope)}

@@ -9,12 +9,12 @@ from flask import Blueprint, Response, jsonify, request
 
 from labeling_pipeline.store import NotFoundError
 from labeling_pipeline.store.jobs import get_job, job_as_dict, list_jobs
-from labeling_pipeline.store.repository import list_model_versions
 from labeling_pipeline.worker.watchdog import fail_lost
 from ml_backend.errors import BadRequestError
 from ml_backend.label_studio import predict as predict_service
 from ml_backend.label_studio.context import backend
 from ml_backend.label_studio.schemas import MAX_ID
+from ml_backend.label_studio.versions import project_versions, report_file
 from ml_backend.label_studio.webhook import handle_event
 
 blueprint = Blueprint("label_studio", __name__)
@@ -90,14 +90,19 @@ def metrics() -> Any:
 
 @blueprint.get("/versions")
 def versions() -> Any:
-    """Published model versions, newest first, plus the serving one."""
-    context = backend()
-    with context.store.session() as session:
-        names = [v.name for v in list_model_versions(session)]
-    serving = context.runtime.model_version
-    if serving != "unavailable" and serving not in names:
-        names.insert(0, serving)
-    return jsonify({"versions": names, "current": serving})
+    """A project's published versions (``?project=<Label Studio id>``; none: global's).
+
+    ``versions`` (Label Studio's model-version dropdown) lists only published versions of that
+    project's lineage, plus the one it is served; ``details`` gives each version's status, gate
+    verdict and report links.
+    """
+    return jsonify(project_versions(backend(), request.args.get("project")))
+
+
+@blueprint.get("/versions/<name>/<filename>")
+def version_report(name: str, filename: str) -> Any:
+    """A file of a version's training report (report.md, report.json or a chart)."""
+    return report_file(backend(), name, filename)
 
 
 @blueprint.get("/jobs")

@@ -4,7 +4,9 @@ Label Studio's executable comes from UNSAMV2_TEST_LABEL_STUDIO (CI installs it i
 virtual environment). The backend runs as `unsamv2 serve` with a tiny random model from a real
 checkpoint file, plus a worker. Steps: project with the shipped config, image upload, connect
 the backend (`unsamv2 ls-connect`), an interactive click with a per-region granularity, submit
-the annotation (webhook -> store), Start training (-> job), publish a model version (-> /setup).
+the annotation (webhook -> store), Start training (-> job), publish a model version (-> /setup),
+then a second project: after the first project's lineage gets its own version, each project is
+served (and Label Studio records) a different version.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 
 from core_model.checkpoint import official_state_dict, save_finetuned_checkpoint
+from labeling_pipeline.model_files.lineage import commit_version
 from labeling_pipeline.model_files.registry import ModelRegistry
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.models import HumanMask, Job
@@ -206,3 +209,58 @@ def _run_round_trip(call, env, backend_url, scene_image, settings) -> None:
 
     wait_for(setup_version, 60, "the backend to serve the new version", interval=0.5)
     assert call("GET", f"/api/ml/{ml['id']}")["model_version"] == version.name
+    _two_projects(call, env, backend_url, project["id"], settings, version.name)
+
+
+def _setup_version(backend_url: str, ls_project: int) -> str:
+    body = requests.post(
+        f"{backend_url}/setup", json={"project": f"{ls_project}.1"}, auth=AUTH, timeout=5
+    ).json()
+    return str(body["model_version"])
+
+
+def _two_projects(call, env, backend_url, first: int, settings, global_version: str) -> None:
+    """Project A retrains (its own version); project B keeps global's; LS records both."""
+    second = call(
+        "POST", "/api/projects", json={"title": "unsamv2-e2e-b", "label_config": shipped_config()}
+    )["id"]
+    connect = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ml_backend.cli",
+            "ls-connect",
+            "--ls-project",
+            str(second),
+            "--backend-url",
+            backend_url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert connect.returncode == 0, connect.stderr
+    store = Store(settings.pipeline.resolved_database_url)
+    registry = ModelRegistry(store, settings.pipeline.models_dir)
+    with registry.staging() as staging:  # what a passing training run of A commits
+        current = settings.pipeline.models_dir / global_version / "model.pt"
+        (staging / "model.pt").write_bytes(current.read_bytes())
+        own = commit_version(
+            registry, staging, model="test-tiny", scope=f"ls:{first}", publish=True, metadata={}
+        )
+    wait_for(
+        lambda: _setup_version(backend_url, first) == own.name,
+        60,
+        "project A to be served its own version",
+        interval=0.5,
+    )
+    assert _setup_version(backend_url, second) == global_version
+    ml_a = call("GET", f"/api/ml?project={first}")[0]
+    ml_b = call("GET", f"/api/ml?project={second}")[0]
+    assert call("GET", f"/api/ml/{ml_a['id']}")["model_version"] == own.name
+    assert call("GET", f"/api/ml/{ml_b['id']}")["model_version"] == global_version
+    versions_a = requests.get(
+        f"{backend_url}/versions", params={"project": first}, auth=AUTH, timeout=5
+    ).json()
+    assert versions_a["current"] == own.name and own.name in versions_a["versions"]
