@@ -15,9 +15,10 @@ def add_parser(subparsers: Any) -> None:
     listing = sub.add_parser("list", help="known checkpoints and which are present")
     listing.set_defaults(run=run_list)
     download = sub.add_parser(
-        "download", help="download a SAM-2.1 checkpoint (verified, resumable)"
+        "download",
+        help="download a SAM-2.1 checkpoint or a DINO feature model (verified, resumable)",
     )
-    download.add_argument("name", help="e.g. sam2.1_hiera_small")
+    download.add_argument("name", help="e.g. sam2.1_hiera_small, dinov2-small, dinov3-vits16")
     download.add_argument("--url", help="download from this URL instead (a mirror)")
     download.set_defaults(run=run_download)
     importing = sub.add_parser(
@@ -56,11 +57,22 @@ def run_list(args: argparse.Namespace) -> int:
             f"{spec.name:<24} {spec.variant:<10} {spec.approx_mb:>5}MB  {present:<8} {how}"
             + (f"  (sha256 {sha[:12]}…)" if sha else "")
         )
+    from labeling_pipeline.model_files.hub import FEATURE_MODELS, is_present
+
+    for feature in FEATURE_MODELS.values():
+        present = "yes" if is_present(folder, feature.name) else "no"
+        how = f"unsamv2 weights download {feature.name}" + (" (HF_TOKEN)" if feature.gated else "")
+        print(f"{feature.name:<24} {'features':<10} {feature.approx_mb:>5}MB  {present:<8} {how}")
     return 0
 
 
 def run_download(args: argparse.Namespace) -> int:
     """Download with a progress bar (shown from the first byte on)."""
+    from labeling_pipeline.model_files.hub import FEATURE_MODELS, download_feature_model
+
+    if args.name in FEATURE_MODELS:  # Hugging Face Hub; its own progress bars
+        print(f"{args.name}: {download_feature_model(args.name, _weights_dir())}")
+        return 0
     from tqdm import tqdm
 
     from labeling_pipeline.model_files.weights import download

@@ -6,6 +6,10 @@ No network is used: the Hub endpoint is a closed port on 127.0.0.1, and the gate
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import httpx
 import pytest
 from huggingface_hub.errors import GatedRepoError
@@ -54,3 +58,24 @@ def test_every_model_has_a_repository_and_a_known_kind() -> None:
         assert spec.name == name and spec.repo_id.startswith("facebook/")
         assert spec.kind in ("dinov2", "dinov3")
         assert spec.gated == (spec.kind == "dinov3")
+
+
+def test_cli_download_offline_prints_one_line(tmp_path) -> None:
+    env = {
+        **os.environ,
+        "UNSAMV2_DATA_DIR": str(tmp_path),
+        "HF_HUB_OFFLINE": "1",  # read by huggingface_hub at import: a fresh process
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "ml_backend.cli", "weights", "download", "dinov2-small"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "cannot reach the Hugging Face Hub" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
