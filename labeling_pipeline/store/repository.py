@@ -19,14 +19,10 @@ from core_model.errors import UnSAMv2Error
 from labeling_pipeline.store.models import (
     HumanMask,
     Image,
-    ModelPointer,
-    ModelVersion,
     PredictionRecord,
     Project,
     utcnow,
 )
-
-DEFAULT_SCOPE = "global"
 
 
 class NotFoundError(UnSAMv2Error, LookupError):
@@ -276,47 +272,3 @@ def prediction_granularities(session: Session, ls_task_id: int) -> dict[str, flo
         )
     ).all()
     return {result_id: granularity for result_id, granularity in rows}
-
-
-# ------------------------------------------------------------------------ model versions
-
-
-def current_model_version(session: Session, scope: str = DEFAULT_SCOPE) -> ModelVersion | None:
-    """Return the version the pointer names, or None."""
-    pointer = session.get(ModelPointer, scope)
-    return session.get(ModelVersion, pointer.model_version_id) if pointer else None
-
-
-def add_model_version_and_point(
-    session: Session, version: ModelVersion, scope: str = DEFAULT_SCOPE
-) -> ModelVersion:
-    """Insert a complete version and move the pointer to it, in the caller's transaction."""
-    session.add(version)
-    session.flush()
-    pointer = session.get(ModelPointer, scope)
-    if pointer is None:
-        session.add(ModelPointer(scope=scope, model_version_id=version.id))
-    else:
-        pointer.model_version_id = version.id
-        pointer.updated_at = utcnow()
-    return version
-
-
-def find_model_version(session: Session, name: str) -> ModelVersion:
-    """Return the version called `name` (``"current"``: the one the pointer names).
-
-    Raises:
-        NotFoundError: no such version.
-    """
-    if name == "current":
-        version = current_model_version(session)
-    else:
-        version = session.scalar(select(ModelVersion).where(ModelVersion.name == name))
-    if version is None:
-        raise NotFoundError(f"no model version {name!r} (see `unsamv2 models list`)")
-    return version
-
-
-def list_model_versions(session: Session) -> Sequence[ModelVersion]:
-    """Return every version, newest first."""
-    return session.scalars(select(ModelVersion).order_by(ModelVersion.id.desc())).all()

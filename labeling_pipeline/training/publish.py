@@ -1,4 +1,4 @@
-"""Turn a trained model into a published model version (or an official checkpoint file)."""
+"""Write what a training run trained: the fine-tuned format, or an official checkpoint file."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ from core_model.checkpoint import (
     save_finetuned_checkpoint,
     save_official_checkpoint,
 )
-from labeling_pipeline.model_files.registry import CHECKPOINT_FILE, ModelRegistry
-from labeling_pipeline.store.models import ModelVersion
 from labeling_pipeline.training.config import TrainConfig
 
 
@@ -43,27 +41,3 @@ def write_trained_checkpoint(
         )
     lora = config.lora.rank if config.lora is not None else 8
     return save_official_checkpoint(model, path, lora_rank=lora)
-
-
-def publish_trained_model(
-    registry: ModelRegistry,
-    model: nn.Module,
-    *,
-    model_name: str,
-    config: TrainConfig,
-    base_checkpoint: Path | None,
-    metadata: Mapping[str, Any],
-) -> ModelVersion:
-    """Write the checkpoint into a staging folder and publish it as the current version.
-
-    Nothing becomes visible unless everything was written (see `ModelRegistry`).
-    """
-    with registry.staging() as staging:
-        write_trained_checkpoint(
-            model,
-            staging / CHECKPOINT_FILE,
-            config=config,
-            base_checkpoint=base_checkpoint,
-            metadata=metadata,
-        )
-        return registry.publish(staging, model=model_name, metadata=metadata)

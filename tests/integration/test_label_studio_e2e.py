@@ -199,7 +199,14 @@ def _run_round_trip(call, env, backend_url, scene_image, settings) -> None:
                 )
             },
         )
-        version = registry.publish(staging, model="test-tiny", metadata={"e2e": True})
+        version = commit_version(
+            registry,
+            staging,
+            model="test-tiny",
+            scope="global",
+            publish=True,
+            metadata={"e2e": True},
+        )
 
     def setup_version() -> bool:
         body = requests.post(

@@ -9,13 +9,32 @@ from pathlib import Path
 
 import pytest
 
+from labeling_pipeline.model_files.lineage import commit_version
 from labeling_pipeline.model_files.registry import ModelRegistry, PublishError
 from labeling_pipeline.store import Store
+from labeling_pipeline.store.models import ModelVersion
+from labeling_pipeline.store.versions import current_version
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> ModelRegistry:
     return ModelRegistry(Store(f"sqlite:///{tmp_path / 'db.sqlite3'}"), tmp_path / "models")
+
+
+def publish(registry: ModelRegistry, staging: Path, metadata: dict | None = None) -> ModelVersion:
+    return commit_version(
+        registry,
+        staging,
+        model="test-tiny",
+        scope="global",
+        publish=True,
+        metadata=metadata or {},
+    )
+
+
+def current(registry: ModelRegistry) -> ModelVersion | None:
+    with registry.store.session() as session:
+        return current_version(session, "global")
 
 
 def visible_versions(registry: ModelRegistry) -> list[str]:
@@ -25,18 +44,18 @@ def visible_versions(registry: ModelRegistry) -> list[str]:
 def test_publish_renames_a_complete_folder_then_moves_the_pointer(registry) -> None:
     with registry.staging() as staging:
         (staging / "model.pt").write_bytes(b"weights")
-        version = registry.publish(staging, model="test-tiny", metadata={"steps": 3})
+        version = publish(registry, staging, metadata={"steps": 3})
     folder = Path(version.path)
     assert folder.parent == registry.models_dir and not staging.exists()
     meta = json.loads((folder / "metadata.json").read_text())
     assert (
         meta["steps"] == 3 and meta["model"] == "test-tiny" and len(meta["checkpoint_sha256"]) == 64
     )
-    assert registry.current().name == version.name == folder.name
+    assert current(registry).name == version.name == folder.name
     with registry.staging() as staging:
         (staging / "model.pt").write_bytes(b"better")
-        second = registry.publish(staging, model="test-tiny", metadata={})
-    assert registry.current().name == second.name
+        second = publish(registry, staging)
+    assert current(registry).name == second.name
     assert visible_versions(registry) == sorted([version.name, second.name])
 
 
@@ -49,13 +68,13 @@ def test_a_failing_run_publishes_nothing(registry) -> None:
     with pytest.raises(RuntimeError, match="training crashed"):
         crashing_run()
     assert list(registry.models_dir.iterdir()) == []
-    assert registry.current() is None
+    assert current(registry) is None
 
 
 def test_publish_without_a_checkpoint_is_refused(registry) -> None:
     with registry.staging() as staging, pytest.raises(PublishError, match="model.pt"):
-        registry.publish(staging, model="small", metadata={})
-    assert registry.current() is None and visible_versions(registry) == []
+        publish(registry, staging)
+    assert current(registry) is None and visible_versions(registry) == []
 
 
 def test_stale_staging_folders_are_cleaned(registry) -> None:
@@ -84,5 +103,5 @@ def test_starting_a_publication_removes_folders_left_by_killed_runs(registry) ->
     (writing / "model.pt").write_bytes(b"still being written")  # changed just now: kept
     with registry.staging() as staging:
         (staging / "model.pt").write_bytes(b"weights")
-        registry.publish(staging, model="test-tiny", metadata={})
+        publish(registry, staging)
     assert not dead.exists() and writing.exists()

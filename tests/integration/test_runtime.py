@@ -17,7 +17,7 @@ from core_model.types import Prompts
 from labeling_pipeline.model_files.registry import CHECKPOINT_FILE
 from labeling_pipeline.store import Store
 from labeling_pipeline.store.models import ModelVersion
-from labeling_pipeline.store.repository import add_model_version_and_point
+from labeling_pipeline.store.versions import add_version
 from ml_backend.model_door import GatedPredictor, ModelDoor
 from ml_backend.runtime import ModelRuntime, ModelUnavailableError, WeightsChoice, choose_weights
 from ml_backend.settings import Settings
@@ -56,11 +56,12 @@ def publish(store: Store, root: Path, name: str, text: str = "weights") -> Path:
     folder.mkdir(parents=True)
     (folder / CHECKPOINT_FILE).write_text(text)
     with store.session() as session:
-        add_model_version_and_point(
+        add_version(
             session,
             ModelVersion(
                 name=name, path=str(folder), model="test-tiny", checkpoint_sha256="0" * 64
             ),
+            publish=True,
         )
     return folder / CHECKPOINT_FILE
 

@@ -22,14 +22,13 @@ from labeling_pipeline.store.jobs import (
 from labeling_pipeline.store.models import Base, ModelVersion
 from labeling_pipeline.store.repository import (
     add_image,
-    add_model_version_and_point,
     count_human_masks,
-    current_model_version,
     delete_human_masks,
     find_project,
     get_or_create_project,
     replace_human_masks,
 )
+from labeling_pipeline.store.versions import add_version, current_version
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -131,17 +130,21 @@ def test_job_progress_is_recounted_and_finishes_once(store: Store) -> None:
 
 def test_model_pointer_moves_with_the_new_version(store: Store) -> None:
     with store.session() as s:
-        assert current_model_version(s) is None
-        first = add_model_version_and_point(
-            s, ModelVersion(name="v1", path="/m/v1", model="small", checkpoint_sha256="a" * 64)
+        assert current_version(s, "global") is None
+        first = add_version(
+            s,
+            ModelVersion(name="v1", path="/m/v1", model="small", checkpoint_sha256="a" * 64),
+            publish=True,
         )
     with store.session() as s:
-        assert current_model_version(s).name == "v1"
-        add_model_version_and_point(
-            s, ModelVersion(name="v2", path="/m/v2", model="small", checkpoint_sha256="b" * 64)
+        assert current_version(s, "global").name == "v1"
+        add_version(
+            s,
+            ModelVersion(name="v2", path="/m/v2", model="small", checkpoint_sha256="b" * 64),
+            publish=True,
         )
     with store.session() as s:
-        assert current_model_version(s).name == "v2"
+        assert current_version(s, "global").name == "v2"
         assert first.id is not None
 
 

@@ -28,7 +28,6 @@ from labeling_pipeline.store.masks import human_masks_by_image
 from labeling_pipeline.store.models import Job, ModelVersion, TrainingRun
 from labeling_pipeline.store.repository import (
     add_image,
-    current_model_version,
     get_or_create_project,
     project_images,
     replace_human_masks,
@@ -131,7 +130,7 @@ def test_training_task_lowers_loss_and_publishes_a_loadable_version(project, sta
         run = s.query(TrainingRun).filter_by(job_id=job_id).one()
         version = s.get(ModelVersion, run.model_version_id)
         assert version.status == "rejected" and version.scope == "project:1"
-        assert current_model_version(s) is None and current_version(s, "project:1") is None
+        assert current_version(s, "global") is None and current_version(s, "project:1") is None
         folder, model_name = Path(version.path), version.model
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["human_masks"] == 1 and metadata["held_out"]["masks"] == 1
@@ -253,6 +252,6 @@ def test_a_killed_training_run_publishes_nothing(project) -> None:
         process.wait()
     with store.session() as s:
         assert s.query(ModelVersion).count() == 0
-        assert current_model_version(s) is None
+        assert current_version(s, "global") is None
     models = settings.models_dir
     assert not models.exists() or not [p for p in models.iterdir() if not p.name.startswith(".")]
