@@ -186,3 +186,19 @@ class LocalServer:
             self._stop.set()
             self._httpd.shutdown()
             self._httpd.server_close()
+
+
+#: Host spellings that all reach this machine (or the cloud metadata address); none may be fetched.
+LOOPBACK_FORMS = [
+    "127.0.0.1",
+    "127.1",
+    "0x7f000001",
+    "2130706433",
+    "017700000001",
+    "0.0.0.0",
+    "[::1]",
+    "[::ffff:127.0.0.1]",
+    "169.254.169.254",
+    "localhost",
+    "localhost.",
+]

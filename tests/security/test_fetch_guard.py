@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 from ssrf_servers import (
+    LOOPBACK_FORMS,
     SECRET_BODY,
     LocalServer,
     body,
@@ -33,19 +34,9 @@ from labeling_pipeline.label_studio.fetch_rules import (
 )
 from ml_backend.settings import Settings, SettingsError
 
-# host forms that all reach this machine (or the cloud metadata address)
-LOOPBACK_FORMS = [
-    "127.0.0.1",
-    "127.1",
-    "0x7f000001",
-    "2130706433",
-    "017700000001",
-    "0.0.0.0",
-    "[::1]",
-    "[::ffff:127.0.0.1]",
-    "169.254.169.254",
-    "localhost",
-    "localhost.",
+# more spellings and names that reach this machine, at the fetch level
+HOST_FORMS = [
+    *LOOPBACK_FORMS,
     "LOCALHOST",
     "app.localhost",
     "rebound.test",  # a DNS name that resolves to loopback (test resolver)
@@ -89,7 +80,7 @@ def open_policy(**changes: object) -> FetchPolicy:
     return FetchPolicy(allowed_hosts=frozenset({"*"}), resolver=resolver, **changes)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("host", LOOPBACK_FORMS)
+@pytest.mark.parametrize("host", HOST_FORMS)
 def test_image_urls_to_local_addresses_are_refused(host: str, canary: LocalServer) -> None:
     url = f"http://{host}:{canary.port}/latest/meta-data/iam"
     with pytest.raises(ImageFetchError, match="private or reserved") as refused:
@@ -98,7 +89,7 @@ def test_image_urls_to_local_addresses_are_refused(host: str, canary: LocalServe
     assert not canary.reached()
 
 
-@pytest.mark.parametrize("host", LOOPBACK_FORMS)
+@pytest.mark.parametrize("host", HOST_FORMS)
 def test_label_studio_redirects_to_local_addresses_are_refused(
     host: str, canary: LocalServer
 ) -> None:

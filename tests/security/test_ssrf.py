@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from request_backend import assert_clear_error, build_backend, click, interactive_body
 from ssrf_servers import (
+    LOOPBACK_FORMS,
     SECRET_BODY,
     LocalServer,
     body,
@@ -130,21 +131,6 @@ def test_the_reported_setup_and_predict_replay_is_refused(
     assert "not in the allowed image hosts" in message
     relative = assert_refused(predict(default_backend, CANARY_PATH))
     assert "no Label Studio is configured" in relative
-
-
-LOOPBACK_FORMS = [
-    "127.0.0.1",
-    "127.1",
-    "0x7f000001",
-    "2130706433",
-    "017700000001",
-    "0.0.0.0",
-    "[::1]",
-    "[::ffff:127.0.0.1]",
-    "169.254.169.254",
-    "localhost",
-    "localhost.",
-]
 
 
 @pytest.mark.parametrize("host", LOOPBACK_FORMS)
