@@ -14,6 +14,11 @@ from typing import Any
 
 from ml_backend.errors import BadRequestError, one_line
 from ml_backend.label_studio.schemas import ExtraParams, validate
+from ml_backend.whole_image_defaults import (
+    POINTS_PER_SIDE,
+    PRED_IOU_THRESH,
+    STABILITY_SCORE_THRESH,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +44,9 @@ class ProjectSettings:
     preannotate_granularity: float = 1.0
     preannotate_label: str | None = None
     max_regions: int = 30
-    points_per_side: int = 16
-    pred_iou_thresh: float = 0.8
-    stability_score_thresh: float = 0.92
+    points_per_side: int = POINTS_PER_SIDE
+    pred_iou_thresh: float = PRED_IOU_THRESH
+    stability_score_thresh: float = STABILITY_SCORE_THRESH
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready options."""

@@ -19,6 +19,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, V
 from core_model.types import validate_granularity
 from labeling_pipeline.label_studio.config import MAX_LABEL_CONFIG_CHARS
 from ml_backend.errors import BadRequestError, validation_message
+from ml_backend.whole_image_defaults import (
+    MAX_POINTS_PER_SIDE,
+    POINTS_PER_SIDE,
+    PRED_IOU_THRESH,
+    STABILITY_SCORE_THRESH,
+)
 
 MAX_ID = 2**63 - 1
 """Largest id the store keeps (signed 64-bit, as SQLite and PostgreSQL BIGINT)."""
@@ -49,7 +55,6 @@ MAX_TEXT_CHARS = 1024
 MAX_WEBHOOK_RESULTS = 10_000
 """Results of one annotation in a webhook event (each brush region is one result)."""
 
-MAX_POINTS_PER_SIDE = 32
 """Grid of whole-image pre-annotation: 32 x 32 = 1024 decoder calls per granularity, SAM's own
 default; a CPU decodes them in seconds (48 x 48 took minutes with thresholds at 0)."""
 
@@ -223,9 +228,11 @@ class ExtraParams(BaseModel):
     preannotate_granularity: Granularity = 1.0
     preannotate_label: Text | None = None
     max_regions: Annotated[int, Field(strict=True, ge=1, le=MAX_REGIONS)] = 30
-    points_per_side: Annotated[int, Field(strict=True, ge=1, le=MAX_POINTS_PER_SIDE)] = 16
-    pred_iou_thresh: Fraction = 0.8
-    stability_score_thresh: Fraction = 0.92
+    points_per_side: Annotated[int, Field(strict=True, ge=1, le=MAX_POINTS_PER_SIDE)] = (
+        POINTS_PER_SIDE
+    )
+    pred_iou_thresh: Fraction = PRED_IOU_THRESH
+    stability_score_thresh: Fraction = STABILITY_SCORE_THRESH
 
 
 def ls_project_id(project: str | int | None) -> int | None:
