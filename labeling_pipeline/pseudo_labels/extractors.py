@@ -36,6 +36,16 @@ def resolve_feature_spec(spec: str) -> tuple[str, str]:
     return best_feature_spec(Path(argument).expanduser())
 
 
+def features_status(spec: str) -> dict[str, str]:
+    """Return what a spec resolves to, for reports: ``{"spec", "extractor", "warning"}``.
+
+    ``warning`` is empty unless ``auto`` falls back to the weight-free ``color`` extractor; it is
+    the line `build_feature_extractor` logs, so `/health` and job reports say the same.
+    """
+    resolved, warning = resolve_feature_spec(spec)
+    return {"spec": spec, "extractor": resolved, "warning": warning}
+
+
 def build_feature_extractor(
     spec: str, *, device: str = "cpu", long_side: int | None = None
 ) -> FeatureExtractor:

@@ -54,14 +54,18 @@ def submit_pseudo_label_run(
     config: dict[str, Any] | None = None,
 ) -> int:
     """Queue pseudo-labelling of every image of a project; return the job id."""
+    from labeling_pipeline.pseudo_labels.extractors import features_status
+
     settings: PipelineSettings = app.conf[SETTINGS_KEY]
     features = features or settings.features
+    # the report says when the weight-free extractor stands in for missing DINO weights
+    warning = features_status(features)["warning"]
     with store.session() as session:
         job = create_job(
             session,
             "pseudo_label",
             project_id=project_id,
-            params={"features": features, "config": config or {}},
+            params={"features": features, "config": config or {}, "features_warning": warning},
         )
         run = create_pseudo_label_run(
             session,

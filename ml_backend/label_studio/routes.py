@@ -37,8 +37,13 @@ def _json_body() -> dict[str, Any]:
 @blueprint.get("/health")
 def health() -> Any:
     """Liveness for Label Studio (always 200 while the process serves) with the model state."""
+    from labeling_pipeline.pseudo_labels.extractors import features_status
+
     status = backend().runtime.status()
-    return jsonify({"status": "UP", "model_class": "UnSAMv2", "model": status})
+    features = features_status(backend().settings.pipeline.features)  # pseudo-label extractor
+    return jsonify(
+        {"status": "UP", "model_class": "UnSAMv2", "model": status, "features": features}
+    )
 
 
 @blueprint.post("/setup")
