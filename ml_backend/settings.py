@@ -41,6 +41,7 @@ class Settings:
             Studio; a /setup hostname matching neither is ignored.
         allow_private_networks: Allow fetching images from private/loopback addresses.
         local_files_root: Label Studio's local-files document root, if mounted here.
+        playground_dir: Folder whose image files the playground offers in its picker.
         default_granularity: Granularity when a click carries none.
         cache_mb: Embedding cache size.
         max_image_pixels: Largest image accepted.
@@ -65,6 +66,7 @@ class Settings:
     label_studio_hosts: frozenset[str] = frozenset()
     allow_private_networks: bool = False
     local_files_root: Path | None = None
+    playground_dir: Path | None = None
     default_granularity: float = 0.5
     cache_mb: int = 1024
     max_image_pixels: int = MAX_IMAGE_PIXELS
@@ -118,6 +120,7 @@ class Settings:
                 "set both UNSAMV2_BASIC_AUTH_USER and UNSAMV2_BASIC_AUTH_PASS, or neither"
             )
         local_root = reader.text("UNSAMV2_LOCAL_FILES_ROOT")
+        playground = reader.text("UNSAMV2_PLAYGROUND_DIR")
         return cls(
             pipeline=pipeline,
             host=reader.text("UNSAMV2_HOST") or "127.0.0.1",
@@ -129,6 +132,7 @@ class Settings:
             label_studio_hosts=reader.hosts("UNSAMV2_LABEL_STUDIO_HOSTS", allow_any=False),
             allow_private_networks=reader.flag("UNSAMV2_ALLOW_PRIVATE_NETWORKS"),
             local_files_root=Path(local_root) if local_root else None,
+            playground_dir=Path(playground).expanduser() if playground else None,
             default_granularity=reader.number(
                 "UNSAMV2_DEFAULT_GRANULARITY", 0.5, low=0.1, high=1.0
             ),

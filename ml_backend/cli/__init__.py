@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "ml_backend.cli.segment",
     "ml_backend.cli.bench",
     "ml_backend.cli.services",
+    "ml_backend.cli.playground",
     "ml_backend.cli.jobs",
     "ml_backend.cli.weights",
     "ml_backend.cli.label_studio",

@@ -19,6 +19,7 @@ from ml_backend.errors import error_body, error_headers
 from ml_backend.label_studio.context import BackendContext
 from ml_backend.label_studio.routes import blueprint, same_secret
 from ml_backend.model_door import ModelDoor
+from ml_backend.playground.routes import blueprint as playground_blueprint
 from ml_backend.runtime import ModelRuntime
 from ml_backend.settings import Settings
 
@@ -103,4 +104,5 @@ def create_app(
 
     app.register_blueprint(blueprint)
     app.register_blueprint(cvat_blueprint)  # CVAT's Nuclio-dashboard calls, same model process
+    app.register_blueprint(playground_blueprint)  # GET /playground: try clicks and granularity
     return app
