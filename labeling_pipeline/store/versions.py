@@ -26,7 +26,10 @@ from labeling_pipeline.store.models import ModelPointer, ModelVersion, Project, 
 
 GLOBAL_SCOPE = "global"
 STATUSES = ("published", "rejected", "retired")
-_SCOPE = re.compile(r"^(global|ls:[1-9][0-9]{0,18}|project:[1-9][0-9]{0,18})$")
+_SCOPE = re.compile(
+    r"^(global|ls:[1-9][0-9]{0,18}|project:[1-9][0-9]{0,18}"
+    r"|specialist:[1-9][0-9]{0,18}:[^\s:][^\n]{0,69})$"  # a task specialist's lineage
+)
 
 
 class LineageError(UnSAMv2Error, ValueError):
@@ -43,7 +46,7 @@ def check_scope(text: str) -> str:
     if not _SCOPE.match(scope):
         raise LineageError(
             f"bad scope {text!r}: expected 'global', 'ls:<Label Studio project id>' or "
-            "'project:<project id>'"
+            "'project:<project id>' (or 'specialist:<project id>:<labels>')"
         )
     return scope
 
