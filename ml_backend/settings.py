@@ -16,7 +16,13 @@ from core_model.errors import UnSAMv2Error
 from core_model.imageio import MAX_IMAGE_PIXELS
 from labeling_pipeline.label_studio.fetch_rules import ImageFetchError, parse_host_entry
 from labeling_pipeline.settings import PipelineSettings
-from ml_backend.cvat.presets import DEFAULT_PRESETS, Preset, PresetError, parse_presets
+from ml_backend.cvat.presets import (
+    DEFAULT_PRESETS,
+    Preset,
+    PresetError,
+    parse_presets,
+    read_presets_file,
+)
 
 
 class SettingsError(UnSAMv2Error, ValueError):
@@ -48,7 +54,8 @@ class Settings:
         model_poll_s: How often the backend looks for a newly published model version.
         max_concurrent_encodes: Image encoder runs at once in the backend process.
         max_queued_requests: Model calls that may wait in line before the backend answers 503.
-        cvat_presets: Granularity presets served to CVAT, one interactor and one detector each.
+        cvat_presets: Granularity presets served to CVAT, one interactor and one detector each
+            (``UNSAMV2_CVAT_PRESETS``, compact or JSON, or ``UNSAMV2_CVAT_PRESETS_FILE``).
         max_request_bytes: Largest request body (HTTP 413 above it).
         preannotate_deadline_s: Time one whole-image pre-annotation request (or CVAT detector
             call) may spend decoding; the masks found by then are returned, marked partial.
@@ -199,11 +206,15 @@ class _Reader:
         return value
 
     def presets(self, name: str) -> tuple[Preset, ...]:
-        raw = self.text(name)
+        raw, path = self.text(name), self.text(f"{name}_FILE")
+        if raw is not None and path is not None:
+            raise SettingsError(f"set {name} or {name}_FILE, not both")
         try:
+            if path is not None:
+                return read_presets_file(Path(path).expanduser())
             return DEFAULT_PRESETS if raw is None else parse_presets(raw)
         except PresetError as exc:
-            raise SettingsError(f"{name}: {exc}") from None
+            raise SettingsError(f"{name if path is None else name + '_FILE'}: {exc}") from None
 
     def hosts(self, name: str, *, allow_any: bool = True) -> frozenset[str]:
         entries = frozenset(h.strip() for h in (self.text(name) or "").split(",") if h.strip())

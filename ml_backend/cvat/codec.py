@@ -4,8 +4,15 @@ Requests (built by CVAT's lambda manager): ``image`` is the frame file, base64; 
 ``pos_points`` and ``neg_points`` (``[[x, y], ...]``, original-image pixels) and ``obj_bbox``
 (``[[x1, y1], [x2, y2]]``, or ``[]``/``null``); ``threshold`` is present only when non-zero.
 
+Clicks must lie on the frame; a box may reach past it (CVAT's UI does not clip the box the
+user drags) and is clipped to the frame, and a box with no area left counts as no box. Both are
+checked against the frame's size read from the file's header, before any pixel is decoded or
+any embedding computed.
+
 Replies: an interactor answers ``{"mask": rows of the cropped 0/1 mask, "bounds": [xtl, ytl,
-xbr, ybr]}`` (inclusive corners, the crop's offset); a detector answers a list of shapes whose
+xbr, ybr]}`` (inclusive corners, the crop's offset); when nothing is found it adds
+``"points": []``, which makes CVAT's UI skip tracing an outline (it throws on a mask without a
+contour) and draw nothing. A detector answers a list of shapes whose
 ``mask`` is the cropped mask flattened row-major followed by the inclusive corners (CVAT
 run-length encodes it on its side) and whose ``points`` is the outline polygon, used by CVAT
 when "convert masks to polygons" is on.
@@ -16,12 +23,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
+import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from PIL import ExifTags, Image
 
+from core_model.errors import InvalidImageError, InvalidPromptError
 from core_model.imageio import load_image_rgb
 from core_model.masks import mask_to_polygons
 from core_model.types import Prompts
@@ -45,6 +57,92 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """A request's frame file, not yet decoded.
+
+    Attributes:
+        key: ``file:<sha256 of the bytes>``, the embedding cache key.
+        data: The file's bytes.
+        max_pixels: Largest accepted image (H * W).
+    """
+
+    key: str
+    data: bytes
+    max_pixels: int
+
+    def load(self) -> npt.NDArray[np.uint8]:
+        """Decode the pixels: (H, W, 3) uint8 RGB, EXIF orientation applied.
+
+        Raises:
+            InvalidImageError: unreadable file, or more than `max_pixels` pixels.
+        """
+        return load_image_rgb(self.data, max_pixels=self.max_pixels)
+
+    def size(self) -> tuple[int, int]:
+        """Return (height, width) of the decoded image from the file's header alone.
+
+        EXIF orientation is applied as `load` applies it (orientations 5-8 swap the sides).
+
+        Raises:
+            InvalidImageError: unreadable header, or more than `max_pixels` pixels.
+        """
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                opened = Image.open(io.BytesIO(self.data))
+                width, height = opened.size
+                orientation = _orientation(opened)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            raise InvalidImageError(
+                "cannot decode image <bytes>: not a recognised image format"
+            ) from None
+        if width * height > self.max_pixels:
+            raise InvalidImageError(
+                f"image <bytes> has {width}x{height} pixels, more than the limit {self.max_pixels}"
+            )
+        return (width, height) if orientation in _TRANSPOSED else (height, width)
+
+
+def _orientation(opened: Image.Image) -> int:
+    """EXIF orientation of an opened image (1 when absent), read without decoding pixels."""
+    if opened.format == "PNG":  # PIL's PNG getexif() may decode the image to find the chunk
+        raw = opened.info.get("exif")
+        if not isinstance(raw, bytes):
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+    else:
+        exif = opened.getexif()
+    value = exif.get(ExifTags.Base.Orientation, 1)
+    return value if isinstance(value, int) else 1
+
+
+def decode_frame(body: Mapping[str, Any], *, max_pixels: int) -> Frame:
+    """Return the request's frame: its content key, its bytes, undecoded.
+
+    The key is the sha256 of the decoded file bytes (``file:<hex>``, as the Label Studio
+    backend keys files), so follow-up clicks on the same frame reuse the cached embedding and
+    the image is decoded only on a cache miss.
+
+    Raises:
+        BadRequestError: no ``image`` string, or it is not valid base64.
+    """
+    encoded = body.get("image")
+    if not isinstance(encoded, str) or not encoded.strip():
+        raise BadRequestError("the request has no 'image' (the frame as a base64 string)")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError("'image' is not valid base64") from None
+    if not data:
+        raise BadRequestError("'image' decodes to an empty file")
+    return Frame("file:" + hashlib.sha256(data).hexdigest(), data, max_pixels)
+
+
 def decode_image(body: Mapping[str, Any], *, max_pixels: int) -> tuple[str, ImageLoader]:
     """Return a content key of the frame and a lazy loader of its pixels.
 
@@ -63,17 +161,8 @@ def decode_image(body: Mapping[str, Any], *, max_pixels: int) -> tuple[str, Imag
     Raises:
         BadRequestError: no ``image`` string, or it is not valid base64.
     """
-    encoded = body.get("image")
-    if not isinstance(encoded, str) or not encoded.strip():
-        raise BadRequestError("the request has no 'image' (the frame as a base64 string)")
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequestError("'image' is not valid base64") from None
-    if not data:
-        raise BadRequestError("'image' decodes to an empty file")
-    key = "file:" + hashlib.sha256(data).hexdigest()
-    return key, lambda: load_image_rgb(data, max_pixels=max_pixels)
+    frame = decode_frame(body, max_pixels=max_pixels)
+    return frame.key, frame.load
 
 
 def _points(body: Mapping[str, Any], name: str) -> npt.NDArray[np.float64]:
@@ -114,8 +203,27 @@ def _box(body: Mapping[str, Any]) -> npt.NDArray[np.float64] | None:
     return np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)])
 
 
-def decode_prompts(body: Mapping[str, Any]) -> Prompts:
-    """Build prompts from an interactor request.
+def clip_box(
+    box: npt.NDArray[np.float64] | None, height: int, width: int
+) -> npt.NDArray[np.float64] | None:
+    """Clip an (x0, y0, x1, y1) box to the [0, width] x [0, height] frame.
+
+    Returns:
+        The clipped box, or None when there is no box or nothing of it is left (zero width
+        or height).
+    """
+    if box is None:
+        return None
+    clipped = np.clip(box, 0.0, [width, height, width, height])
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return None
+    return clipped
+
+
+def decode_prompts(body: Mapping[str, Any], *, height: int, width: int) -> Prompts:
+    """Build prompts from an interactor request on a `height` x `width` frame.
+
+    The box is clipped to the frame (`clip_box`); clicks must lie on it.
 
     Returns:
         Positive clicks (label 1), then negative clicks (label 0), (x, y) original-image
@@ -123,18 +231,28 @@ def decode_prompts(body: Mapping[str, Any]) -> Prompts:
 
     Raises:
         BadRequestError: malformed points or box, or more than `MAX_CLICKS` clicks.
-        InvalidPromptError: no point and no box, or a degenerate box.
+        InvalidPromptError: a click off the frame, or no click and no box left on the frame.
     """
     positive, negative = _points(body, "pos_points"), _points(body, "neg_points")
     if len(positive) + len(negative) > MAX_CLICKS:
         raise BadRequestError(
             f"at most {MAX_CLICKS} clicks per request, got {len(positive) + len(negative)}"
         )
+    raw_box = _box(body)
+    box = clip_box(raw_box, height, width)
     coords = np.concatenate([positive, negative])
+    if not len(coords) and box is None:
+        raise InvalidPromptError(
+            "prompts are empty: give at least one point or a box"
+            if raw_box is None
+            else f"the box has no area on the {width}x{height} image; draw it on the image"
+        )
     labels = np.concatenate([np.ones(len(positive)), np.zeros(len(negative))]).astype(np.int32)
-    return Prompts.from_arrays(
-        coords if len(coords) else None, labels if len(coords) else None, _box(body)
+    prompts = Prompts.from_arrays(
+        coords if len(coords) else None, labels if len(coords) else None, box
     )
+    prompts.check_inside(height, width)
+    return prompts
 
 
 def decode_threshold(body: Mapping[str, Any]) -> float | None:
@@ -195,13 +313,19 @@ def interactor_reply(mask: npt.NDArray[np.bool_], prompts: Prompts) -> dict[str,
 
     Returns:
         ``{"mask": rows of the 0/1 crop, "bounds": [xtl, ytl, xbr, ybr]}`` (inclusive). An
-        empty mask gives a one-pixel background crop at the first positive click (the UI then
-        shows no mask and nothing fails) plus a ``message`` key saying why.
+        empty mask gives a one-pixel background crop at the first positive click, an empty
+        ``points`` list (CVAT's UI then skips its outline step, which throws on a mask without
+        a contour, and draws nothing) and a ``message`` saying why (the UI ignores it).
     """
     cropped = crop_to_mask(mask)
     if cropped is None:
         x, y = _anchor(prompts, *mask.shape)
-        return {"mask": [[0]], "bounds": [x, y, x, y], "message": EMPTY_MASK_MESSAGE}
+        return {
+            "mask": [[0]],
+            "bounds": [x, y, x, y],
+            "points": [],
+            "message": EMPTY_MASK_MESSAGE,
+        }
     crop, bounds = cropped
     return {"mask": crop.tolist(), "bounds": list(bounds)}
 

@@ -9,13 +9,16 @@ all served by the backend's one model process, with no Nuclio installed:
 - ``POST /api/function_invocations``: run the function named by the ``x-nuclio-function-name``
   header on the JSON body CVAT would send to a Nuclio function.
 
-Errors are JSON (`ml_backend.errors`). CVAT shows only the status line of a failed call, so
-failures are also logged here with their message.
+Errors are JSON (`ml_backend.errors`). CVAT drops the body of a failed call: its server
+raises ``requests``' ``HTTPError`` and passes on only that error's text, ``"400 Client Error:
+<reason phrase> for url: ..."``, which the UI shows. So a refusal's reason goes into the HTTP
+reason phrase (`reason_phrase`), and every failure is also logged here with its message.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -45,10 +48,8 @@ def _create_service(state: BlueprintSetupState) -> None:
         settings.cvat_presets,
         CvatOptions(
             max_image_pixels=settings.max_image_pixels,
-            # SAM's 32 x 32 grid and at most 100 masks, decoded for at most the deadline
-            whole_image=WholeImageConfig(
-                points_per_side=32, max_masks=100, deadline_s=settings.preannotate_deadline_s
-            ),
+            # at most 100 masks, decoded for at most the deadline; grid and thresholds per preset
+            whole_image=WholeImageConfig(max_masks=100, deadline_s=settings.preannotate_deadline_s),
         ),
     )
 
@@ -97,6 +98,20 @@ def invoke() -> Any:
     return jsonify(service().invoke(function, body))
 
 
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
+MAX_REASON_CHARS = 120
+
+
+def reason_phrase(message: object) -> str:
+    """Return an error message as an HTTP reason phrase: ``UnSAMv2: <message>``.
+
+    Printable ASCII only (a status line is Latin-1 and has no line breaks), at most
+    `MAX_REASON_CHARS` characters, cut with ``...``.
+    """
+    text = " ".join(_UNPRINTABLE.sub(" ", f"UnSAMv2: {message}").split())
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+
+
 @blueprint.errorhandler(Exception)
 def _log_failure(exc: Exception) -> Any:
     body, status = error_body(exc)
@@ -108,4 +123,7 @@ def _log_failure(exc: Exception) -> Any:
             status,
             body.get("error"),
         )
-    return jsonify(body), status, error_headers(exc)
+    response = jsonify(body)
+    response.headers.update(error_headers(exc))
+    response.status = f"{status} {reason_phrase(body.get('error'))}"
+    return response

@@ -4,6 +4,12 @@ CVAT sends no user parameter to a function, so the granularity is chosen by choo
 function: every preset (e.g. ``fine:0.2``) yields one interactor ``unsamv2-interactor-fine`` and
 one detector ``unsamv2-detector-fine``. `function_annotations` gives the ``metadata.annotations``
 that CVAT reads (all strings; false flags omitted because CVAT parses them with ``bool(str)``).
+
+Presets are written compactly (``"fine:0.2,whole:1.0@ls:3"``, detector defaults) or as a JSON
+list of objects that may also set the preset's detector (`parse_presets_json`)::
+
+    [{"name": "fine", "granularity": 0.2, "points_per_side": 24, "granularities": [0.2, 0.5]},
+     {"name": "whole", "granularity": 1.0, "scope": "ls:3", "stability_score_thresh": 0.95}]
 """
 
 from __future__ import annotations
@@ -11,12 +17,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core_model.errors import GranularityError, UnSAMv2Error
 from core_model.types import validate_granularity
 from labeling_pipeline.store.versions import GLOBAL_SCOPE, LineageError, check_scope
+from ml_backend.whole_image_defaults import (
+    MAX_POINTS_PER_SIDE,
+    POINTS_PER_SIDE,
+    PRED_IOU_THRESH,
+    STABILITY_SCORE_THRESH,
+)
 
 FUNCTION_PREFIX = "unsamv2"
 DETECTOR_LABEL = "object"
@@ -34,6 +49,43 @@ class PresetError(UnSAMv2Error, ValueError):
 
 
 @dataclass(frozen=True)
+class DetectorSettings:
+    """How a preset's detector segments a whole frame (defaults shared with Label Studio).
+
+    Attributes:
+        points_per_side: Grid of points_per_side^2 clicks, 1 to `MAX_POINTS_PER_SIDE`.
+        pred_iou_thresh: Minimum predicted IoU of a mask (a request's ``threshold`` replaces it).
+        stability_score_thresh: Minimum stability score of a mask.
+        box_nms_thresh: Box IoU above which the lower-scored mask is dropped; None keeps the
+            segmenter's default.
+        granularities: Granularities decoded for every grid click; empty means the preset's
+            own granularity.
+    """
+
+    points_per_side: int = POINTS_PER_SIDE
+    pred_iou_thresh: float = PRED_IOU_THRESH
+    stability_score_thresh: float = STABILITY_SCORE_THRESH
+    box_nms_thresh: float | None = None
+    granularities: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.points_per_side <= MAX_POINTS_PER_SIDE:
+            raise PresetError(
+                f"points_per_side must lie in [1, {MAX_POINTS_PER_SIDE}], "
+                f"got {self.points_per_side}"
+            )
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise PresetError(f"{name} must lie in [0, 1], got {value}")
+        try:
+            values = tuple(validate_granularity(g) for g in self.granularities)
+        except GranularityError as exc:
+            raise PresetError(f"granularities: {exc}") from None
+        object.__setattr__(self, "granularities", tuple(dict.fromkeys(values)))
+
+
+@dataclass(frozen=True)
 class Preset:
     """A named granularity, served by one project's model lineage.
 
@@ -42,11 +94,13 @@ class Preset:
         granularity: In [0.1, 1.0]; 0.1 fine parts, 1.0 whole objects.
         scope: Lineage whose current version serves it (``global``, ``ls:<id>``,
             ``project:<id>``); a scope without a version of its own is served global's.
+        detector: Whole-image settings of the preset's detector.
     """
 
     name: str
     granularity: float
     scope: str = GLOBAL_SCOPE
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -68,6 +122,11 @@ class Preset:
         scope = "" if self.scope == GLOBAL_SCOPE else f"@{self.scope}"
         return f"{self.name}:{self.granularity:g}{scope}"
 
+    @property
+    def detector_granularities(self) -> tuple[float, ...]:
+        """Granularities the detector decodes: its own list, else the preset's granularity."""
+        return self.detector.granularities or (self.granularity,)
+
 
 DEFAULT_PRESETS: tuple[Preset, ...] = (
     Preset("fine", 0.2),
@@ -79,9 +138,13 @@ DEFAULT_PRESETS: tuple[Preset, ...] = (
 def parse_presets(text: str) -> tuple[Preset, ...]:
     """Parse ``"name:granularity[@scope],..."`` (e.g. ``"fine:0.2,whole:1.0,p3:0.5@ls:3"``).
 
+    Text starting with ``[`` (or ``{``) is read as JSON instead (`parse_presets_json`).
+
     Raises:
         PresetError: empty list, an item without ``:``, a bad name or value, or a repeated name.
     """
+    if text.lstrip()[:1] in ("[", "{"):
+        return parse_presets_json(text)
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
         raise PresetError("give at least one preset as name:granularity, e.g. 'part:0.5'")
@@ -97,6 +160,81 @@ def parse_presets(text: str) -> tuple[Preset, ...]:
             raise PresetError(f"preset {item!r}: granularity {raw!r} is not a number") from None
         presets.append(Preset(name.strip(), value, scope.strip() or GLOBAL_SCOPE))
     return check_unique(presets)
+
+
+class _PresetSpec(BaseModel):
+    """One preset as JSON: `Preset` fields plus the `DetectorSettings` fields, flat."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(strict=True)]
+    granularity: float
+    scope: Annotated[str, Field(strict=True)] = GLOBAL_SCOPE
+    points_per_side: Annotated[int, Field(strict=True)] = POINTS_PER_SIDE
+    pred_iou_thresh: float = PRED_IOU_THRESH
+    stability_score_thresh: float = STABILITY_SCORE_THRESH
+    box_nms_thresh: float | None = None
+    granularities: list[float] = []
+
+    def preset(self) -> Preset:
+        detector = DetectorSettings(
+            points_per_side=self.points_per_side,
+            pred_iou_thresh=self.pred_iou_thresh,
+            stability_score_thresh=self.stability_score_thresh,
+            box_nms_thresh=self.box_nms_thresh,
+            granularities=tuple(self.granularities),
+        )
+        return Preset(self.name, self.granularity, self.scope, detector)
+
+
+def parse_presets_json(text: str) -> tuple[Preset, ...]:
+    """Parse a JSON list of preset objects.
+
+    Keys: ``name``, ``granularity``, and optionally ``scope``, ``points_per_side``,
+    ``pred_iou_thresh``, ``stability_score_thresh``, ``box_nms_thresh``, ``granularities``.
+
+    Raises:
+        PresetError: not JSON, not a list of objects, an unknown key, a bad value or a
+            repeated name.
+    """
+    try:
+        data: Any = json.loads(text)
+    except ValueError as exc:
+        raise PresetError(f"presets are not valid JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise PresetError("JSON presets must be a list of objects")
+    presets = []
+    for index, item in enumerate(data):
+        try:
+            spec = _PresetSpec.model_validate(item)
+        except ValidationError as exc:
+            raise PresetError(f"preset {index}: {_first_problem(exc)}") from None
+        try:
+            presets.append(spec.preset())
+        except PresetError as exc:
+            raise PresetError(f"preset {spec.name!r}: {exc}") from None
+    return check_unique(presets)
+
+
+def read_presets_file(path: Path) -> tuple[Preset, ...]:
+    """Read presets from a file: a JSON list (see `parse_presets_json`) or the compact text.
+
+    Raises:
+        PresetError: the file cannot be read, or its presets are malformed.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PresetError(f"cannot read presets file {path}: {exc}") from None
+    return parse_presets(text)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    if not errors:
+        return "not a preset object"
+    location = ".".join(str(part) for part in errors[0]["loc"])
+    return f"{location}: {errors[0]['msg']}" if location else str(errors[0]["msg"])
 
 
 def check_unique(presets: Iterable[Preset]) -> tuple[Preset, ...]:

@@ -35,6 +35,11 @@ from ml_backend.cvat import codec
 from ml_backend.cvat.presets import DETECTOR_LABEL
 from ml_backend.cvat.service import segmenter_config
 from ml_backend.errors import BadRequestError
+from ml_backend.whole_image_defaults import (
+    POINTS_PER_SIDE,
+    PRED_IOU_THRESH,
+    STABILITY_SCORE_THRESH,
+)
 
 try:
     import cvat_sdk.auto_annotation as cvataa
@@ -143,7 +148,8 @@ class UnSAMv2Interaction:
             "neg_points": [list(p) for p in prompts.neg_points],
             "obj_bbox": [list(c) for c in prompts.bounding_box] if prompts.bounding_box else None,
         }
-        parsed: Prompts = codec.decode_prompts(body)
+        height, width = pp_image.original_hw
+        parsed: Prompts = codec.decode_prompts(body, height=height, width=width)
         result = self.predictor.predict(pp_image, parsed, granularity=self.granularity)
         mask = result.masks[0]
         if not mask.any():
@@ -207,9 +213,9 @@ def create(
     checkpoint: str | None = None,
     model: str | None = None,
     device: str | None = None,
-    pred_iou_thresh: float = 0.8,
-    stability_score_thresh: float = 0.95,
-    points_per_side: int = 32,
+    pred_iou_thresh: float = PRED_IOU_THRESH,
+    stability_score_thresh: float = STABILITY_SCORE_THRESH,
+    points_per_side: int = POINTS_PER_SIDE,
     max_masks: int = 100,
     label: str = DETECTOR_LABEL,
     polygon_tolerance_px: float = 1.0,

@@ -18,7 +18,7 @@ from core_model.serving import MaskPredictor
 from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
 from labeling_pipeline.store.repository import NotFoundError
 from ml_backend.cvat import codec
-from ml_backend.cvat.presets import DETECTOR_LABEL, CvatFunction, Preset, catalog
+from ml_backend.cvat.presets import DETECTOR_LABEL, CvatFunction, DetectorSettings, Preset, catalog
 from ml_backend.errors import BadRequestError
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,9 @@ class CvatOptions:
 
     Attributes:
         max_image_pixels: Largest accepted frame (H * W), as in the Label Studio backend.
-        whole_image: Detector settings (grid, thresholds, mask count); a request's
-            ``threshold`` replaces ``pred_iou_thresh``.
+        whole_image: Detector settings common to every preset (mask count, deadline, decoder
+            batch); each preset's `DetectorSettings` set the grid and the thresholds, and a
+            request's ``threshold`` replaces ``pred_iou_thresh``.
         polygon_tolerance_px: Simplification of detector outline polygons.
         label: The detectors' label name.
     """
@@ -86,17 +87,22 @@ class CvatService:
         scope = function.preset.scope
         if function.kind == "interactor":
             return self.interact(body, granularity=function.granularity, scope=scope)
-        return self.detect(body, granularity=function.granularity, scope=scope)
+        return self.detect(body, preset=function.preset)
 
     def interact(
         self, body: Mapping[str, Any], *, granularity: float, scope: str = "global"
     ) -> dict[str, Any]:
-        """Answer an interactor request: one mask for the clicks (and box) at `granularity`."""
+        """Answer an interactor request: one mask for the clicks (and box) at `granularity`.
+
+        The prompts are checked against the frame's size from its file header, so a click off
+        a new frame is refused before the frame is decoded or embedded.
+        """
         started = time.perf_counter()
-        prompts = codec.decode_prompts(body)  # malformed prompts fail before any model work
-        key, load = codec.decode_image(body, max_pixels=self.options.max_image_pixels)
+        frame = codec.decode_frame(body, max_pixels=self.options.max_image_pixels)
+        height, width = frame.size()
+        prompts = codec.decode_prompts(body, height=height, width=width)
         predictor, _ = self.serving(scope)
-        embedding = predictor.embed_keyed(key, load)
+        embedding = predictor.embed_keyed(frame.key, frame.load)
         result = predictor.predict(embedding, prompts, granularity=granularity)
         reply = codec.interactor_reply(result.masks[0], prompts)
         logger.info(
@@ -109,32 +115,46 @@ class CvatService:
         )
         return reply
 
-    def detect(
-        self, body: Mapping[str, Any], *, granularity: float, scope: str = "global"
-    ) -> list[dict[str, Any]]:
-        """Answer a detector request: automatic masks at `granularity`, best first.
+    def detect(self, body: Mapping[str, Any], *, preset: Preset) -> list[dict[str, Any]]:
+        """Answer a detector request: automatic masks with the preset's settings, best first.
 
         A ``threshold`` in the request is the minimum confidence (predicted IoU) of a mask.
         """
         started = time.perf_counter()
         threshold = codec.decode_threshold(body)
-        key, load = codec.decode_image(body, max_pixels=self.options.max_image_pixels)
-        predictor, _ = self.serving(scope)
+        frame = codec.decode_frame(body, max_pixels=self.options.max_image_pixels)
+        predictor, _ = self.serving(preset.scope)
+        config = detector_config(self.options.whole_image, preset.detector)
         shapes = detect_shapes(
             predictor,
-            predictor.embed_keyed(key, load),
-            granularity=granularity,
+            predictor.embed_keyed(frame.key, frame.load),
+            granularities=preset.detector_granularities,
             threshold=threshold,
-            options=self.options,
+            options=replace(self.options, whole_image=config),
         )
         logger.info(
-            "cvat detector g=%.2f threshold=%s: %d mask(s) in %.0f ms",
-            granularity,
+            "cvat detector %s (g=%s, %dx%d grid) threshold=%s: %d mask(s) in %.0f ms",
+            preset.name,
+            ",".join(f"{g:g}" for g in preset.detector_granularities),
+            config.points_per_side,
+            config.points_per_side,
             threshold,
             len(shapes),
             (time.perf_counter() - started) * 1000,
         )
         return shapes
+
+
+def detector_config(base: WholeImageConfig, detector: DetectorSettings) -> WholeImageConfig:
+    """Return `base` with a preset's grid and thresholds."""
+    changes: dict[str, Any] = {
+        "points_per_side": detector.points_per_side,
+        "pred_iou_thresh": detector.pred_iou_thresh,
+        "stability_score_thresh": detector.stability_score_thresh,
+    }
+    if detector.box_nms_thresh is not None:
+        changes["box_nms_thresh"] = detector.box_nms_thresh
+    return replace(base, **changes)
 
 
 def segmenter_config(config: WholeImageConfig, threshold: float | None) -> WholeImageConfig:
@@ -146,7 +166,7 @@ def detect_shapes(
     predictor: MaskPredictor,
     image: Any,
     *,
-    granularity: float,
+    granularities: tuple[float, ...],
     threshold: float | None,
     options: CvatOptions,
 ) -> list[dict[str, Any]]:
@@ -155,14 +175,20 @@ def detect_shapes(
     Args:
         predictor: The predictor.
         image: (H, W, 3) uint8 RGB, or its `ImageEmbedding`.
-        granularity: In [0.1, 1.0].
+        granularities: Granularities in [0.1, 1.0] decoded for every grid click.
         threshold: Minimum confidence (predicted IoU), or None for the configured default.
         options: Segmenter settings, label and polygon tolerance.
     """
     config = segmenter_config(options.whole_image, threshold)
-    masks = WholeImageSegmenter(predictor, config).segment(image, granularities=(granularity,))
+    run = WholeImageSegmenter(predictor, config).run(image, granularities=granularities)
+    if not run.complete:
+        logger.warning(
+            "cvat detector stopped at the deadline after %d of %d grid clicks",
+            run.points_decoded,
+            run.points_total,
+        )
     shapes = []
-    for generated in masks:
+    for generated in run.masks:
         if threshold is not None and generated.score < threshold:
             continue
         shape = codec.detector_shape(

@@ -21,6 +21,7 @@ import pytest
 import requests
 import torch
 from cvat_sdk.masks import decode_mask
+from cvat_ui import interaction_step
 from PIL import Image
 from werkzeug.serving import make_server
 
@@ -36,6 +37,21 @@ from ml_backend.settings import Settings
 # Settings that let a random-weight tiny model produce several masks, fast
 TEST_DETECTOR = WholeImageConfig(
     points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+)
+OPEN_FILTERS = {"pred_iou_thresh": 0, "stability_score_thresh": 0, "box_nms_thresh": 1}
+# the presets as UNSAMV2_CVAT_PRESETS JSON: "fine" as TEST_DETECTOR, "whole" with a 3 x 3 grid
+# decoded at two granularities
+TEST_PRESETS = json.dumps(
+    [
+        {"name": "fine", "granularity": 0.2, "points_per_side": 4, **OPEN_FILTERS},
+        {
+            "name": "whole",
+            "granularity": 1.0,
+            "points_per_side": 3,
+            "granularities": [0.5, 1.0],
+            **OPEN_FILTERS,
+        },
+    ]
 )
 
 # ----------------------------------------------------------------- how CVAT talks and reads
@@ -134,7 +150,7 @@ def backend(tmp_path_factory, checkpoint):
             "UNSAMV2_MODEL": "test-tiny",
             "UNSAMV2_CHECKPOINT": str(checkpoint),
             "UNSAMV2_MAX_IMAGE_PIXELS": "20000",
-            "UNSAMV2_CVAT_PRESETS": "fine:0.2,whole:1.0",
+            "UNSAMV2_CVAT_PRESETS": TEST_PRESETS,
             "UNSAMV2_BASIC_AUTH_USER": "cvat",
             "UNSAMV2_BASIC_AUTH_PASS": "p@ss word",
         }
@@ -143,8 +159,9 @@ def backend(tmp_path_factory, checkpoint):
     runtime = ModelRuntime(settings.pipeline, store=store, poll_s=0)
     runtime.refresh()
     app = create_app(settings, runtime=runtime, store=store, start_runtime=False)
+    # no deadline: tests compare with complete runs
     app.extensions["unsamv2.cvat"].options = CvatOptions(
-        max_image_pixels=settings.max_image_pixels, whole_image=TEST_DETECTOR
+        max_image_pixels=settings.max_image_pixels, whole_image=WholeImageConfig(max_masks=100)
     )
     return app, runtime
 
@@ -216,7 +233,8 @@ def test_interactor_mask_matches_the_model_and_reuses_the_embedding(
     answer = invoke(client, "unsamv2-interactor-fine", payload)
     assert answer.status_code == 200, answer.get_json()
     reply = answer.get_json()
-    assert set(reply) <= {"mask", "bounds", "message"}
+    assert set(reply) <= {"mask", "bounds", "points", "message"}
+    interaction_step(reply)  # CVAT's UI handles it
     got = interactor_mask(reply, 96, 128)
     expected = predictor.predict(
         predictor.embed(scene_image),
@@ -283,7 +301,8 @@ def test_no_model_yet_is_503_and_listed_as_building(tmp_path) -> None:
     client = create_app(settings, runtime=runtime, store=store, start_runtime=False).test_client()
     listing = client.get("/api/functions").get_json()
     assert {entry["status"]["state"] for entry in listing.values()} == {"building"}
-    answer = invoke(client, "unsamv2-interactor-part", {"image": "aGk=", "pos_points": [[1, 1]]})
+    frame = np.zeros((8, 8, 3), dtype=np.uint8)  # a valid request: only the model is missing
+    answer = invoke(client, "unsamv2-interactor-part", interactor_payload(frame, pos=[(1, 1)]))
     assert answer.status_code == 503 and "model unavailable" in answer.get_json()["error"]
 
 
@@ -351,3 +370,91 @@ def test_basic_auth_applies_and_cvat_can_carry_it_in_its_nuclio_host(server, sce
         )
     reply.raise_for_status()
     assert interactor_mask(reply.json(), 96, 128).shape == (96, 128)
+
+
+# ----------------------------------------------------------------- what CVAT's UI trips on
+
+
+def test_a_box_dragged_past_the_frame_edge_is_clipped(client, backend, scene_image) -> None:
+    _, runtime = backend
+    predictor = runtime.predictor()
+    # CVAT's UI does not clip the box: the drag on 1024 x 768, scaled to 128 x 96
+    payload = interactor_payload(scene_image, pos=[], box=[[102.4, 76.8], [133.0, 99.75]])
+    answer = invoke(client, "unsamv2-interactor-whole", payload)
+    assert answer.status_code == 200, answer.get_json()
+    expected = predictor.predict(
+        predictor.embed(scene_image),
+        Prompts.from_arrays(box=[102.4, 76.8, 128, 96]),
+        granularity=1.0,
+    ).masks[0]
+    assert np.array_equal(interactor_mask(answer.get_json(), 96, 128), expected)
+    interaction_step(answer.get_json())
+    # nothing of the box left on the frame: the click alone
+    off = interactor_payload(scene_image, pos=[(60, 40)], box=[[130, 10], [160, 50]])
+    alone = interactor_payload(scene_image, pos=[(60, 40)])
+    assert (
+        invoke(client, "unsamv2-interactor-whole", off).get_json()
+        == invoke(client, "unsamv2-interactor-whole", alone).get_json()
+    )
+
+
+def test_an_invalid_click_on_a_new_frame_computes_no_embedding(
+    client, backend, scene_image
+) -> None:
+    _, runtime = backend
+    predictor = runtime.predictor()
+    new_frame = np.ascontiguousarray(scene_image[::-1])  # not seen by any other test
+    before = predictor.cache.stats()
+    for pos, box in [([(500, 10)], None), ([(10, -3)], None), ([], [[200, 10], [300, 50]])]:
+        answer = invoke(
+            client, "unsamv2-interactor-fine", interactor_payload(new_frame, pos, box=box)
+        )
+        assert answer.status_code == 400, answer.get_json()
+    assert predictor.cache.stats() == before  # no look-up, no embedding
+    valid = invoke(client, "unsamv2-interactor-fine", interactor_payload(new_frame, [(10, 10)]))
+    assert valid.status_code == 200 and predictor.cache.stats().misses == before.misses + 1
+
+
+def test_detector_presets_run_their_own_grid_thresholds_and_granularities(
+    client, backend, scene_image
+) -> None:
+    from core_model.whole_image import WholeImageSegmenter
+
+    _, runtime = backend
+    predictor = runtime.predictor()
+    frame = frame_b64(scene_image)
+    shapes = invoke(client, "unsamv2-detector-whole", {"image": frame}).get_json()
+    config = WholeImageConfig(points_per_side=3, **OPEN_FILTERS)
+    expected = WholeImageSegmenter(predictor, config).segment(scene_image, granularities=(0.5, 1.0))
+    assert {g.granularity for g in expected} == {0.5, 1.0}
+    assert len(shapes) == len(expected) > 0
+    for shape, generated in zip(shapes, expected, strict=True):
+        assert np.array_equal(detector_mask(shape, 96, 128), generated.mask)
+    fine = invoke(client, "unsamv2-detector-fine", {"image": frame}).get_json()
+    assert len(fine) != len(shapes)  # 4 x 4 grid at one granularity vs 3 x 3 at two
+
+
+def test_a_refusal_reason_reaches_cvat_in_the_status_line(server, scene_image) -> None:
+    # CVAT's LambdaGateway calls raise_for_status() and hands the HTTPError's text to the UI
+    gateway = f"http://cvat:p%40ss%20word@{server}"
+    with requests.Session() as session:
+        refused = session.post(
+            f"{gateway}/api/function_invocations",
+            headers=cvat_headers("unsamv2-interactor-fine"),
+            json=interactor_payload(scene_image, pos=[(500, 10)]),
+            timeout=30,
+        )
+        unknown = session.post(
+            f"{gateway}/api/function_invocations",
+            headers=cvat_headers("unsamv2-interactor-coarse"),
+            json={"image": "aGk="},
+            timeout=30,
+        )
+    with pytest.raises(requests.HTTPError) as error:
+        refused.raise_for_status()
+    shown = str(error.value)
+    assert shown.startswith("400 Client Error: UnSAMv2: point (500.0, 10.0) lies outside the ")
+    assert "128x96 image" in shown
+    assert "lies outside the 128x96 image" in refused.json()["error"]  # the body is unchanged
+    with pytest.raises(requests.HTTPError, match="404 Client Error: UnSAMv2: no function"):
+        unknown.raise_for_status()

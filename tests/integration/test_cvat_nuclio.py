@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from test_cvat_dashboard import (
+    OPEN_FILTERS,
     TEST_DETECTOR,
     detector_mask,
     frame_b64,
@@ -60,7 +61,13 @@ def context(tiny_model, tmp_path_factory) -> StubContext:
             "UNSAMV2_DATA_DIR": str(folder / "data"),
             "UNSAMV2_MODEL": "test-tiny",
             "UNSAMV2_CHECKPOINT": str(folder / "tiny.pt"),
-            "UNSAMV2_CVAT_PRESETS": "part:0.5,whole:1.0",
+            # JSON presets: "part" detects as TEST_DETECTOR
+            "UNSAMV2_CVAT_PRESETS": json.dumps(
+                [
+                    {"name": "part", "granularity": 0.5, "points_per_side": 4, **OPEN_FILTERS},
+                    {"name": "whole", "granularity": 1.0},
+                ]
+            ),
             "UNSAMV2_MAX_IMAGE_PIXELS": "20000",
         }.items():
             env.setenv(name, value)

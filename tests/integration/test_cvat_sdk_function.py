@@ -24,7 +24,10 @@ from core_model.predictor import GranularityPredictor
 from core_model.types import Prompts
 from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
 from ml_backend.cvat import sdk_function
+from ml_backend.cvat.presets import DetectorSettings
 from ml_backend.errors import BadRequestError
+from ml_backend.label_studio.project_settings import ProjectSettings
+from ml_backend.whole_image_defaults import PRED_IOU_THRESH
 
 FAST = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 TASK_LABELS = [models.Label(name="object", id=71, type="any", attributes=[], sublabels=[])]
@@ -126,7 +129,13 @@ def test_create_loads_the_model_from_cli_parameters(tmp_path, make_tiny, monkeyp
     function = sdk_function.create(
         granularity=0.3, checkpoint=str(checkpoint), model="test-tiny", device="cpu"
     )
-    assert function.granularity == 0.3 and function.config.points_per_side == 32
+    assert function.granularity == 0.3
+    # the defaults of Label Studio's pre-annotation and the CVAT presets
+    assert (
+        function.config.points_per_side,
+        function.config.pred_iou_thresh,
+        function.config.stability_score_thresh,
+    ) == (ProjectSettings.points_per_side, PRED_IOU_THRESH, DetectorSettings.stability_score_thresh)
     assert function.predictor.model_version.startswith("test-tiny-official-")
     with pytest.raises(BadRequestError, match="kind"):
         sdk_function.create(kind="tracker", predictor=function.predictor)

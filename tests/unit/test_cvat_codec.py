@@ -52,9 +52,12 @@ def test_undecodable_file_fails_when_loaded() -> None:
         load()
 
 
+FRAME = {"height": 48, "width": 64}
+
+
 def test_prompts_from_cvat_points_and_box() -> None:
     prompts = codec.decode_prompts(
-        {"pos_points": [[10, 20.5], [3, 4]], "neg_points": [[7, 8]], "obj_bbox": None}
+        {"pos_points": [[10, 20.5], [3, 4]], "neg_points": [[7, 8]], "obj_bbox": None}, **FRAME
     )
     assert [(p.x, p.y, p.label) for p in prompts.points] == [
         (10, 20.5, 1),
@@ -63,10 +66,10 @@ def test_prompts_from_cvat_points_and_box() -> None:
     ]
     assert prompts.box is None
     boxed = codec.decode_prompts(
-        {"pos_points": [], "neg_points": [], "obj_bbox": [[50, 9], [5, 40]]}
+        {"pos_points": [], "neg_points": [], "obj_bbox": [[50, 9], [5, 40]]}, **FRAME
     )
     assert boxed.points == () and tuple(boxed.box.as_array()) == (5, 9, 50, 40)
-    assert codec.decode_prompts({"pos_points": [[1, 1]], "obj_bbox": []}).box is None
+    assert codec.decode_prompts({"pos_points": [[1, 1]], "obj_bbox": []}, **FRAME).box is None
 
 
 @pytest.mark.parametrize(
@@ -76,13 +79,16 @@ def test_prompts_from_cvat_points_and_box() -> None:
         ({"pos_points": "here"}, BadRequestError, "pos_points"),
         ({"neg_points": [[1, float("nan")]], "pos_points": [[1, 1]]}, BadRequestError, "finite"),
         ({"obj_bbox": [[1, 2]]}, BadRequestError, "obj_bbox"),
-        ({"obj_bbox": [[1, 2], [1, 9]]}, InvalidPromptError, "x0 < x1"),
+        ({"obj_bbox": [[1, 2], [1, 9]]}, InvalidPromptError, "no area on the 64x48 image"),
+        ({"obj_bbox": [[70, 2], [90, 9]]}, InvalidPromptError, "no area on the 64x48 image"),
         ({"pos_points": [], "neg_points": [], "obj_bbox": None}, InvalidPromptError, "empty"),
+        ({"pos_points": [[64.5, 3]]}, InvalidPromptError, "outside the 64x48 image"),
+        ({"pos_points": [[3, 3]], "neg_points": [[3, -0.1]]}, InvalidPromptError, "outside"),
     ],
 )
 def test_bad_prompts_are_rejected(body, error, message) -> None:
     with pytest.raises(error, match=message):
-        codec.decode_prompts(body)
+        codec.decode_prompts(body, **FRAME)
 
 
 def test_threshold() -> None:
@@ -103,7 +109,7 @@ def blob_mask() -> np.ndarray:
 
 def test_interactor_reply_is_the_crop_and_its_inclusive_bounds() -> None:
     mask = blob_mask()
-    prompts = codec.decode_prompts({"pos_points": [[6, 4]]})
+    prompts = codec.decode_prompts({"pos_points": [[6, 4]]}, height=12, width=16)
     reply = codec.interactor_reply(mask, prompts)
     assert reply["bounds"] == [4, 3, 10, 6]
     xtl, ytl, xbr, ybr = reply["bounds"]
@@ -115,11 +121,14 @@ def test_interactor_reply_is_the_crop_and_its_inclusive_bounds() -> None:
 
 def test_empty_interactor_mask_is_one_background_pixel_at_the_click() -> None:
     empty = np.zeros((12, 16), dtype=bool)
-    reply = codec.interactor_reply(empty, codec.decode_prompts({"pos_points": [[15.9, 3.2]]}))
+    size = {"height": 12, "width": 16}
+    clicked = codec.decode_prompts({"pos_points": [[15.9, 3.2]]}, **size)
+    reply = codec.interactor_reply(empty, clicked)
     assert reply["mask"] == [[0]] and reply["bounds"] == [15, 3, 15, 3]
+    assert reply["points"] == []  # CVAT's UI then skips its outline step and draws nothing
     assert "no object found" in reply["message"]
-    boxed = codec.interactor_reply(empty, codec.decode_prompts({"obj_bbox": [[2, 5], [9, 11]]}))
-    assert boxed["bounds"] == [2, 5, 2, 5]
+    boxed = codec.decode_prompts({"obj_bbox": [[2, 5], [9, 11]]}, **size)
+    assert codec.interactor_reply(empty, boxed)["bounds"] == [2, 5, 2, 5]
 
 
 def test_detector_shape_is_cvat_mask_encoding_plus_polygon() -> None:

@@ -15,6 +15,7 @@ import json
 import logging
 from typing import Any
 
+from core_model.whole_image import WholeImageConfig
 from ml_backend.cvat.presets import CvatFunction, Preset
 from ml_backend.cvat.service import CvatOptions, CvatService
 from ml_backend.errors import BadRequestError, error_body, error_headers
@@ -53,15 +54,12 @@ def init_context(context: Any) -> None:
             len(settings.cvat_presets),
             preset,
         )
-    setup(
-        context,
-        CvatService(
-            runtime.serving,
-            [preset],
-            CvatOptions(max_image_pixels=settings.max_image_pixels),
-        ),
-        preset,
+    options = CvatOptions(
+        max_image_pixels=settings.max_image_pixels,
+        # as in direct mode: at most 100 masks, decoded for at most the deadline
+        whole_image=WholeImageConfig(max_masks=100, deadline_s=settings.preannotate_deadline_s),
     )
+    setup(context, CvatService(runtime.serving, [preset], options), preset)
 
 
 def setup(context: Any, service: CvatService, preset: Preset) -> None:
