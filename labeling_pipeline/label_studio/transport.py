@@ -10,8 +10,8 @@ Every remote image (and every file downloaded from Label Studio) goes through `g
   networks are allowed) and the socket is connected to a checked address, so a name cannot
   resolve to another address between the check and the connection;
 - redirects are followed by hand, each hop checked again by the same rules;
-- the whole fetch (connect, headers, body, every hop) has one deadline: when it passes, the
-  sockets are shut down; bodies are capped at `max_bytes`;
+- the whole fetch (name lookups, connect, headers, body, every hop) has one deadline: when it
+  passes, the sockets are shut down; bodies are capped at `max_bytes`;
 - every failure becomes an `ImageFetchError` with a one-line message naming the status code or
   the kind of failure, never the remote body. Proxies from the environment are not used.
 
@@ -48,15 +48,13 @@ from labeling_pipeline.label_studio.fetch_rules import (
     is_blocked_address,
     origin_of,
 )
+from labeling_pipeline.label_studio.lookup import HostLookupError, resolve_within, system_resolve
 
 
-def _resolve(host: str, port: int, resolver: Resolver | None) -> list[str]:
+def _resolve(host: str, port: int, resolver: Resolver | None, timeout_s: float) -> list[str]:
     if host == "localhost" or host.endswith(".localhost"):  # RFC 6761: never asked to DNS
         return ["127.0.0.1", "::1"]
-    if resolver is not None:
-        return list(resolver(host, port))
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
+    return resolve_within(host, port, resolver or system_resolve, timeout_s)
 
 
 class _Guard:
@@ -117,7 +115,10 @@ class _Guard:
         host = host.strip("[]").rstrip(".").lower()
         trusted = self.check((scheme, host, port))
         try:
-            addresses = _resolve(host, port, self.policy.resolver)
+            addresses = _resolve(host, port, self.policy.resolver, self.remaining())
+        except HostLookupError as exc:
+            self.remaining()  # the deadline message when the lookup used up the time left
+            raise ImageFetchError(str(exc)) from None
         except (OSError, UnicodeError):
             raise ImageFetchError(f"cannot resolve host {host!r}") from None
         if not trusted and not self.policy.allow_private_networks:

@@ -7,7 +7,9 @@ names mapped to loopback), so no lookup leaves the machine.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 
@@ -25,6 +27,7 @@ from ssrf_servers import (
     redirect,
 )
 
+from labeling_pipeline.label_studio import lookup
 from labeling_pipeline.label_studio.client import LabelStudioClient, LabelStudioError
 from labeling_pipeline.label_studio.fetch import FetchPolicy, ImageFetchError, fetch_task_image
 from labeling_pipeline.label_studio.fetch_rules import (
@@ -296,3 +299,34 @@ def test_the_connection_goes_to_the_address_that_was_checked(images: LocalServer
     # one lookup, and the system resolver (which does not know images.test) was never asked
     assert looked_up == ["images.test"]
     assert images.hits[-1][2]["Host"] == f"images.test:{images.port}"
+
+
+def test_a_name_lookup_that_never_answers_is_cut_at_the_deadline() -> None:
+    release = threading.Event()
+
+    def stuck_resolver(host: str, port: int) -> Sequence[str]:
+        release.wait(30)  # a name server that does not answer
+        return ["93.184.216.34"]
+
+    policy = FetchPolicy(allowed_hosts=frozenset({"*"}), resolver=stuck_resolver, deadline_s=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ImageFetchError, match="longer than 0.5 s"):
+            fetch_task_image("http://stuck.test/img.png", client=None, policy=policy)
+        assert time.monotonic() - started < 10  # loose bound; without the cut: 30 s
+        # stuck lookups hold their threads: past the bound, a new lookup is refused at once
+        for _ in range(lookup.MAX_LOOKUPS):
+            with contextlib.suppress(ImageFetchError):
+                fetch_task_image("http://stuck.test/img.png", client=None, policy=policy)
+        with pytest.raises(ImageFetchError, match="too many host lookups"):
+            fetch_task_image("http://stuck.test/img.png", client=None, policy=policy)
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the threads end once the resolver answers
+        if lookup._slots.acquire(blocking=False):
+            lookup._slots.release()
+            break
+        time.sleep(0.05)
+    with pytest.raises(ImageFetchError, match="private or reserved"):  # lookups work again
+        fetch_task_image("http://rebound.test/img.png", client=None, policy=open_policy())
