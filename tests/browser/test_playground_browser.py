@@ -285,7 +285,9 @@ def test_slider_redraws_the_servers_masks_without_requests(browser, playground, 
     assert np.array_equal(np.asarray(Image.open(png).convert("L")) > 127, server_masks[index])
     assert json.loads(rle.read_text())["segmentation"] == server[index]["rle"]
 
-    # the whole-image view at the shown granularity
+    # the whole-image view at the shown granularity (random weights: no thresholds)
+    for field in ("min-iou", "min-stability"):
+        _js(browser, "document.getElementById(arguments[0]).value = '0';", field)
     browser.find_element(By.ID, "whole").click()
     _wait_js(
         browser,
@@ -294,7 +296,13 @@ def test_slider_redraws_the_servers_masks_without_requests(browser, playground, 
         timeout=60,
     )
     assert _js(browser, "return document.getElementById('whole-view').width;") == shape[1]
+    status = _js(browser, "return document.getElementById('status').textContent;")
+    assert int(status.split(":")[1].split()[0]) >= 1, status
 
+    slider.send_keys(Keys.HOME)
+    for _ in range(4):
+        slider.send_keys(Keys.ARROW_RIGHT)  # granularity 0.5 for the overview screenshot
+    assert _js(browser, "return window.playground.requests;") == requests_sent
     browser.save_screenshot(str(artifacts / "playground.png"))
     _report(redraw_ms, artifacts)
 

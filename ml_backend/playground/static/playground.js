@@ -266,6 +266,7 @@
     try {
       const answer = await postJson("playground/whole", {
         image: state.image.image, granularity, points_per_side: Number($("grid").value),
+        pred_iou_thresh: Number($("min-iou").value), stability_score_thresh: Number($("min-stability").value),
       });
       const { width, height } = state.image;
       const canvas = $("whole-view");
