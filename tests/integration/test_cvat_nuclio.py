@@ -185,3 +185,17 @@ def test_a_busy_model_answers_503_with_retry_after(context: StubContext, monkeyp
     answer = main.handler(context, SimpleNamespace(body={"pos_points": [[1, 1]]}, headers={}))
     assert answer.status_code == 503 and answer.headers == {"Retry-After": "7"}
     assert "busy" in json.loads(answer.body)["error"]
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_event_timeouts_cover_a_call_and_stay_below_cvats(path: Path) -> None:
+    spec = yaml.safe_load(path.read_text())["spec"]
+    timeout_s = float(spec["eventTimeout"].removesuffix("s"))
+    env = {item["name"]: item["value"] for item in spec["env"]}
+    if path.parent.name == "detector":
+        # decoding stops at the deadline; embedding, the batch in flight and encoding fit in
+        # the rest (about 15 s on 2 CPU cores, see the comment in the file)
+        deadline_s = float(env["UNSAMV2_PREANNOTATE_DEADLINE_S"])
+        assert deadline_s + 30 <= timeout_s < 120  # 120 s: CVAT_NUCLIO_DEFAULT_TIMEOUT
+    else:
+        assert 10 <= timeout_s <= 60  # an embedding (~2 s) plus a decode, with margin
