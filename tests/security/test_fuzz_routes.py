@@ -127,10 +127,17 @@ def check(answer: Any) -> None:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, tiny_model):
-    app, _ = build_backend(
-        tmp_path_factory.mktemp("fuzz"), tiny_model, UNSAMV2_PREANNOTATE_DEADLINE_S="0.5"
-    )
     # a small detector grid: the fuzz is about request handling, not segmentation cost
+    presets = [
+        {"name": n, "granularity": g, "points_per_side": 4}
+        for n, g in (("fine", 0.2), ("whole", 1.0))
+    ]
+    app, _ = build_backend(
+        tmp_path_factory.mktemp("fuzz"),
+        tiny_model,
+        UNSAMV2_PREANNOTATE_DEADLINE_S="0.5",
+        UNSAMV2_CVAT_PRESETS=json.dumps(presets),
+    )
     app.extensions["unsamv2.cvat"].options = CvatOptions(
         whole_image=WholeImageConfig(points_per_side=4, max_masks=5, deadline_s=0.5)
     )
