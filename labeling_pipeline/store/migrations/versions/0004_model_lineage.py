@@ -19,6 +19,10 @@ branch_labels = None
 depends_on = None
 
 
+def _columns(table: str) -> set[str]:
+    return {column["name"] for column in sa.inspect(op.get_bind()).get_columns(table)}
+
+
 def upgrade() -> None:
     """Apply this revision.
 
@@ -33,9 +37,11 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=20), nullable=False, server_default="published"),
     )
     if op.get_bind().dialect.name == "sqlite":  # SQLite adds a reference only inline
-        op.execute(
-            "ALTER TABLE model_versions ADD COLUMN parent_id INTEGER REFERENCES model_versions (id)"
-        )
+        if "parent_id" not in _columns("model_versions"):  # a downgrade on SQLite keeps it
+            op.execute(
+                "ALTER TABLE model_versions ADD COLUMN parent_id INTEGER "
+                "REFERENCES model_versions (id)"
+            )
     else:
         op.add_column("model_versions", sa.Column("parent_id", sa.Integer(), nullable=True))
         op.create_foreign_key(
@@ -52,17 +58,22 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Revert this revision (every lineage but "global" loses its pointer)."""
+    """Revert this revision (every lineage but "global" loses its pointer).
+
+    On SQLite the columns are dropped in place (SQLite >= 3.35), never by copying the table:
+    other tables reference model_versions, and dropping it for a copy breaks their references.
+    SQLite cannot drop a column that holds a reference, so `parent_id` stays there (unused by
+    revision 0003, and `upgrade` keeps it).
+    """
     pointers = sa.table("model_pointers", sa.column("scope", sa.String))
     op.execute(pointers.delete().where(pointers.c.scope != "global"))
     op.execute(pointers.update().where(pointers.c.scope == "global").values(scope="default"))
-    if op.get_bind().dialect.name != "sqlite":
-        op.drop_constraint("fk_model_versions_parent_id", "model_versions", type_="foreignkey")
-    with op.batch_alter_table("model_versions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_model_versions_status"))
-        batch_op.drop_index(batch_op.f("ix_model_versions_scope"))
-        batch_op.drop_column("report_path")
-        batch_op.drop_column("gate")
-        batch_op.drop_column("parent_id")
-        batch_op.drop_column("status")
-        batch_op.drop_column("scope")
+    op.drop_index(op.f("ix_model_versions_status"), table_name="model_versions")
+    op.drop_index(op.f("ix_model_versions_scope"), table_name="model_versions")
+    if op.get_bind().dialect.name == "sqlite":
+        for column in ("report_path", "gate", "status", "scope"):
+            op.execute(f"ALTER TABLE model_versions DROP COLUMN {column}")
+        return
+    op.drop_constraint("fk_model_versions_parent_id", "model_versions", type_="foreignkey")
+    for column in ("report_path", "gate", "parent_id", "status", "scope"):
+        op.drop_column("model_versions", column)
