@@ -8,6 +8,7 @@ subclasses. It adds three plain entry points used by the predictor and by traini
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from sam2.modeling.sam.transformer import TwoWayTransformer
 from sam2.modeling.sam2_base import SAM2Base
 from sam2.modeling.sam2_utils import MLP
 
+from core_model.modeling.fast_encoder import FastImageEncoder, supports_fast_path
 from core_model.modeling.granularity import GranularityMaskDecoder, GranularityPromptEncoder
 from core_model.modeling.subpixel import from_subpixel, to_subpixel
 
@@ -67,6 +69,7 @@ class UnSAMv2Model(SAM2Base):  # type: ignore[misc]
     """
 
     info: ModelInfo
+    _fast_encoder: FastImageEncoder | None = None  # created on the first fast encode
 
     def __init__(
         self, *args: Any, fourier_dim: int = 128, temperature: float = 100.0, **kwargs: Any
@@ -122,11 +125,16 @@ class UnSAMv2Model(SAM2Base):  # type: ignore[misc]
         """Side of the low-resolution mask logits (image_size / 4)."""
         return int(self.image_size) // 4
 
-    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def encode_image(
+        self, images: torch.Tensor, *, fast: bool = True
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Compute the features the decoder needs.
 
         Args:
             images: (B, 3, S, S) float, normalised with ImageNet mean/std, S = image_size.
+            fast: Without autograd and in eval mode, run the encoder's inference forward
+                (`core_model.modeling.fast_encoder`: same weights, equal up to float rounding);
+                False always runs SAM-2's modules.
 
         Returns:
             image_embed (B, C, h, w), h = w = S/16, with the no-memory embedding added, and the
@@ -135,8 +143,12 @@ class UnSAMv2Model(SAM2Base):  # type: ignore[misc]
             ((B, h, w, 4, 4, C/8), (B, h, w, 4, C/4)); an empty tuple if the model does not
             use them.
         """
-        backbone_out = self.forward_image(images)
-        levels = backbone_out["backbone_fpn"][-self.num_feature_levels :]
+        if fast and not torch.is_grad_enabled() and supports_fast_path(self):
+            if self._fast_encoder is None:
+                self._fast_encoder = FastImageEncoder()
+            levels: Sequence[torch.Tensor] = self._fast_encoder.encode_features(self, images)
+        else:
+            levels = self.forward_image(images)["backbone_fpn"][-self.num_feature_levels :]
         image_embed = levels[-1]
         if self.directly_add_no_mem_embed:
             image_embed = image_embed + self.no_mem_embed.reshape(1, -1, 1, 1)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ml_backend.cli import (
     bench_backend,
+    bench_encoder,
     bench_pseudo_label,
     bench_pseudo_quality,
     bench_synthetic,
@@ -81,6 +82,7 @@ def add_parser(subparsers: Any) -> None:
     bench_train.add_parser(benches)
     bench_synthetic.add_parser(benches)
     bench_backend.add_parser(benches)
+    bench_encoder.add_parser(benches)
 
 
 def _timed(fn: Callable[[], object], repeats: int) -> list[float]:
