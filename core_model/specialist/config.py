@@ -159,6 +159,16 @@ SPECIALIST_VARIANTS: Mapping[str, SpecialistVariant] = {
             channels=16,
             description="tiny random-weight model for tests",
         ),
+        SpecialistVariant(
+            "bench-tiny",
+            HIERA_SPECS["test"],
+            DINO_SPECS["test"],
+            sam_size=256,
+            dino_size=112,
+            adapter_dim=8,
+            channels=32,
+            description="tiny random-weight model at 256 px for CPU benchmarks",
+        ),
     )
 }
 

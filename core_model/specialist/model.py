@@ -191,7 +191,7 @@ def is_frozen_key(name: str) -> bool:
     return name.startswith(FROZEN_PREFIXES) and ".adapter." not in name
 
 
-def trainable_state_dict(model: SpecialistModel) -> dict[str, torch.Tensor]:
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Return what training changes: adapters, glue, decoder, decoder BatchNorm buffers."""
     return {
         k: v.detach().clone()

@@ -24,6 +24,7 @@ from labeling_pipeline.worker.names import (
     PSEUDO_LABEL_QUEUE,
     QUEUES,
     SETTINGS_KEY,
+    TRAIN_SPECIALIST_TASK,
     TRAIN_TASK,
     TRAINING_QUEUE,
 )
@@ -83,7 +84,10 @@ def create_celery_app(settings: PipelineSettings, *, name: str = "unsamv2") -> C
         task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         task_default_exchange=PSEUDO_LABEL_QUEUE,
         task_default_routing_key=PSEUDO_LABEL_QUEUE,
-        task_routes={TRAIN_TASK: {"queue": TRAINING_QUEUE}},
+        task_routes={
+            TRAIN_TASK: {"queue": TRAINING_QUEUE},
+            TRAIN_SPECIALIST_TASK: {"queue": TRAINING_QUEUE},
+        },
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

@@ -44,6 +44,7 @@ from labeling_pipeline.worker.names import (
     PSEUDO_LABEL_PROJECT_TASK,
     SETTINGS_KEY,
     SYNC_PROJECT_TASK,
+    TRAIN_SPECIALIST_TASK,
     TRAIN_TASK,
 )
 from labeling_pipeline.worker.retraining import retraining_decisions
@@ -231,6 +232,20 @@ def train(task: Task, job_id: int) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
+def train_specialist(task: Task, job_id: int) -> dict[str, Any]:
+    """Train and gate a task specialist for the job's project (the ``training`` queue)."""
+    from labeling_pipeline.specialist.jobs import run_specialist_job
+
+    settings, store = _context(task)
+    try:
+        with _heartbeat(settings, store, job_id):
+            return run_specialist_job(settings, store, job_id)
+    except UnSAMv2Error as exc:
+        with store.session() as session:
+            fail_job(session, job_id, str(exc))
+        return {"error": str(exc)}
+
+
 def register(app: Celery) -> None:
     """Register the tasks on an app (explicitly; nothing is registered at import time)."""
     for name, function in (
@@ -239,6 +254,7 @@ def register(app: Celery) -> None:
         (SYNC_PROJECT_TASK, sync_label_studio),
         (CHECK_RETRAINING_TASK, check_retraining),
         (TRAIN_TASK, train),
+        (TRAIN_SPECIALIST_TASK, train_specialist),
         (FAIL_LOST_JOBS_TASK, fail_lost_jobs),
     ):
         app.task(name=name, **TASK_OPTIONS)(function)

@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "ml_backend.cli.pseudo_label",
     "ml_backend.cli.evaluate",
     "ml_backend.cli.export",
+    "ml_backend.cli.specialist",
 )
 
 

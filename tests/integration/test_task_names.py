@@ -17,3 +17,4 @@ def test_every_task_name_is_registered_and_routed(tmp_path: Path) -> None:
     beat_tasks = {entry["task"] for entry in app.conf.beat_schedule.values()}
     assert beat_tasks <= declared and names.CHECK_RETRAINING_TASK in beat_tasks
     assert app.conf.task_routes[names.TRAIN_TASK] == {"queue": names.TRAINING_QUEUE}
+    assert app.conf.task_routes[names.TRAIN_SPECIALIST_TASK] == {"queue": names.TRAINING_QUEUE}
