@@ -3,9 +3,10 @@
 SAM-2.1 checkpoints come from Meta's public URLs. No checksum is published for them, so the
 expected sha256 is taken from the Hugging Face mirror's file metadata when reachable, else
 recorded at the first download (trust on first use) in ``weights/manifest.json`` and enforced
-afterwards. The official UnSAMv2 checkpoints are on Google Drive (not scriptable): download them
-in a browser, then `import_checkpoint` copies one into the weights folder after checking that it
-is an UnSAMv2 checkpoint of the right model size (`verify_checkpoint`), and records its hash.
+afterwards. The official UnSAMv2 checkpoints are downloaded by `release.download_release`
+(Hugging Face Hub or Google Drive); a copy obtained elsewhere is brought in by
+`import_checkpoint`, after checking that it is an UnSAMv2 checkpoint of the right model size
+(`verify_checkpoint`), and its hash is recorded.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,12 @@ import requests
 
 from core_model.checkpoint import file_sha256
 from core_model.errors import UnSAMv2Error
+from labeling_pipeline.model_files.transfer import (
+    OfflineError,
+    Progress,
+    TransferError,
+    fetch_resumable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +50,8 @@ class WeightSpec:
         name: Name used on the command line.
         filename: File name in the weights folder.
         variant: Model variant it belongs to.
-        kind: "sam2" (downloadable) or "unsamv2" (import after a manual download).
-        url: Download URL (Meta) or the Google Drive page (UnSAMv2).
+        kind: "sam2" (Meta's files) or "unsamv2" (the official UnSAMv2 releases).
+        url: Download URL (Meta) or the Google Drive page (UnSAMv2, for a browser).
         mirror_url: URL whose metadata carries a sha256 (Hugging Face), if any.
         approx_mb: Approximate size, for messages.
     """
@@ -102,7 +108,12 @@ WEIGHTS: dict[str, WeightSpec] = {
 }
 
 
-def _manifest(weights_dir: Path) -> dict[str, Any]:
+#: other spellings accepted on the command line
+ALIASES = {"unsamv2plus": "unsamv2_plus", "unsamv2+": "unsamv2_plus"}
+
+
+def read_manifest(weights_dir: Path) -> dict[str, Any]:
+    """Return ``manifest.json`` of the weights folder: {filename: {name, sha256, source}}."""
     path = weights_dir / MANIFEST
     if not path.is_file():
         return {}
@@ -113,8 +124,9 @@ def _manifest(weights_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _record(weights_dir: Path, spec: WeightSpec, sha256: str, source: str) -> None:
-    data = _manifest(weights_dir)
+def record(weights_dir: Path, spec: WeightSpec, sha256: str, source: str) -> None:
+    """Record a file's sha256 and origin in the manifest (atomically)."""
+    data = read_manifest(weights_dir)
     data[spec.filename] = {"name": spec.name, "sha256": sha256, "source": source}
     tmp = weights_dir / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
@@ -122,8 +134,8 @@ def _record(weights_dir: Path, spec: WeightSpec, sha256: str, source: str) -> No
 
 
 def spec_for(name: str) -> WeightSpec:
-    """Return the spec of a known checkpoint name, or raise `WeightsError` listing them."""
-    spec = WEIGHTS.get(name)
+    """Return the spec of a known checkpoint name (or alias), or raise `WeightsError`."""
+    spec = WEIGHTS.get(ALIASES.get(name, name))
     if spec is None:
         raise WeightsError(f"unknown checkpoint {name!r}; known: {', '.join(WEIGHTS)}")
     return spec
@@ -131,7 +143,7 @@ def spec_for(name: str) -> WeightSpec:
 
 def expected_sha256(spec: WeightSpec, weights_dir: Path, *, timeout_s: float = 10.0) -> str | None:
     """Return the sha256 to verify against: recorded earlier, or from the mirror's metadata."""
-    recorded = _manifest(weights_dir).get(spec.filename, {}).get("sha256")
+    recorded = read_manifest(weights_dir).get(spec.filename, {}).get("sha256")
     if recorded:
         return str(recorded)
     if spec.mirror_url is None:
@@ -149,7 +161,7 @@ def download(
     name: str,
     weights_dir: Path,
     *,
-    progress: Callable[[int, int | None], None] | None = None,
+    progress: Progress | None = None,
     timeout_s: float = 30.0,
     url: str | None = None,
 ) -> Path:
@@ -172,8 +184,8 @@ def download(
     spec = spec_for(name)
     if spec.kind != "sam2":
         raise WeightsError(
-            f"{name} is not downloadable by script: download it in a browser from {spec.url} "
-            f"and run `unsamv2 weights import {name} PATH`"
+            f"{name} is an UnSAMv2 release: download it with `release.download_release` "
+            f"(`unsamv2 weights download {name}`)"
         )
     weights_dir.mkdir(parents=True, exist_ok=True)
     target, partial = weights_dir / spec.filename, weights_dir / f"{spec.filename}.part"
@@ -188,7 +200,7 @@ def download(
         partial.unlink(missing_ok=True)
         raise WeightsError(f"{spec.filename}: sha256 {actual} does not match {expected}")
     os.replace(partial, target)
-    _record(weights_dir, spec, actual, url or spec.url)
+    record(weights_dir, spec, actual, url or spec.url)
     if expected is None:
         logger.warning(
             "%s: no published checksum; recorded sha256 %s for later checks", spec.filename, actual
@@ -196,48 +208,30 @@ def download(
     return target
 
 
-def _fetch(
-    url: str,
-    partial: Path,
-    *,
-    progress: Callable[[int, int | None], None] | None,
-    timeout_s: float,
-) -> None:
-    offset = partial.stat().st_size if partial.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
+def _fetch(url: str, partial: Path, *, progress: Progress | None, timeout_s: float) -> None:
     try:
-        answer = requests.get(url, headers=headers, stream=True, timeout=timeout_s)
-    except requests.ConnectionError as exc:
+        fetch_resumable(url, partial, progress=progress, timeout_s=timeout_s)
+    except OfflineError as exc:
         raise WeightsError(
-            f"offline: cannot reach {url} ({exc.__class__.__name__}); download the file on "
-            f"another machine, then `unsamv2 weights import {partial.with_suffix('').stem} PATH`"
+            f"offline: {exc}; download the file on another machine, then "
+            f"`unsamv2 weights import {partial.with_suffix('').stem} PATH`"
         ) from None
-    except requests.RequestException as exc:
+    except TransferError as exc:
         raise WeightsError(f"download of {url} failed: {exc}") from None
-    if answer.status_code == 416:  # already complete
-        return
-    if answer.status_code not in (200, 206):
-        raise WeightsError(f"{url} answered HTTP {answer.status_code}")
-    if answer.status_code == 200:
-        offset = 0  # the server ignored the range: start over
-    length = answer.headers.get("content-length")
-    total = offset + int(length) if length and length.isdigit() else None
-    done = offset
-    with open(partial, "ab" if offset else "wb") as handle:
-        for chunk in answer.iter_content(1 << 20):
-            handle.write(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
 
 
-def verify_checkpoint(name: str, source: Path) -> str:
+def verify_checkpoint(name: str, source: Path, *, variant: str | None = None) -> str:
     """Check that a file is a checkpoint of the kind and model variant a known name stands for.
 
     The file is read as weights only (never unpickled as objects) and loaded into a freshly
     built model of the name's variant with the strict key and shape check of
     `core_model.checkpoint.load_checkpoint_into`, so a checkpoint of another model size, a
     fine-tuned file of this project, or a file that is not a checkpoint at all is refused.
+
+    Args:
+        name: A name of `WEIGHTS` (or an alias).
+        source: The file.
+        variant: Model variant to check against instead of the name's (test mirrors only).
 
     Returns:
         The checkpoint kind: "official" (UnSAMv2) or "sam2".
@@ -251,15 +245,16 @@ def verify_checkpoint(name: str, source: Path) -> str:
     from core_model.errors import CheckpointError, CheckpointMismatchError
 
     spec = spec_for(name)
+    variant = variant or spec.variant
     if not Path(source).is_file():
         what = "is a folder, not a file" if Path(source).is_dir() else "does not exist"
         raise WeightsError(f"{source} {what}")
-    model = build_model(spec.variant)
+    model = build_model(variant)
     try:
         kind = load_checkpoint_into(model, source).kind
     except CheckpointMismatchError as exc:
         raise WeightsError(
-            f"{source} is not a checkpoint of {spec.name} (model {spec.variant}): {exc}"
+            f"{source} is not a checkpoint of {spec.name} (model {variant}): {exc}"
         ) from None
     except CheckpointError as exc:  # unreadable: the message names the file and the reason
         raise WeightsError(str(exc)) from None
@@ -284,7 +279,7 @@ def import_checkpoint(name: str, source: Path, weights_dir: Path) -> Path:
     spec = spec_for(name)
     verify_checkpoint(name, source)
     sha256 = file_sha256(source)
-    recorded = _manifest(weights_dir).get(spec.filename, {}).get("sha256")
+    recorded = read_manifest(weights_dir).get(spec.filename, {}).get("sha256")
     if recorded and recorded != sha256:
         raise WeightsError(f"{source}: sha256 {sha256} differs from the recorded {recorded}")
     weights_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +287,7 @@ def import_checkpoint(name: str, source: Path, weights_dir: Path) -> Path:
     tmp = weights_dir / f".{spec.filename}.tmp"
     shutil.copyfile(source, tmp)
     os.replace(tmp, target)
-    _record(weights_dir, spec, sha256, f"import:{Path(source).name}")
+    record(weights_dir, spec, sha256, f"import:{Path(source).name}")
     return target
 
 

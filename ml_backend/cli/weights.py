@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,19 @@ def add_parser(subparsers: Any) -> None:
     listing.set_defaults(run=run_list)
     download = sub.add_parser(
         "download",
-        help="download a SAM-2.1 checkpoint or a DINO feature model (verified, resumable)",
+        help="download an UnSAMv2 or SAM-2.1 checkpoint or a DINO feature model "
+        "(verified, resumable)",
     )
-    download.add_argument("name", help="e.g. sam2.1_hiera_small, dinov2-small, dinov3-vits16")
+    download.add_argument(
+        "name", help="e.g. unsamv2, unsamv2plus, sam2.1_hiera_small, dinov2-small, dinov3-vits16"
+    )
     download.add_argument("--url", help="download from this URL instead (a mirror)")
     download.set_defaults(run=run_download)
     importing = sub.add_parser(
         "import",
         help="import a manually downloaded checkpoint (verified: kind and model size)",
     )
-    importing.add_argument("name", help="unsamv2, unsamv2_plus, or a SAM-2.1 name")
+    importing.add_argument("name", help="unsamv2, unsamv2plus, or a SAM-2.1 name")
     importing.add_argument("path", type=Path)
     importing.set_defaults(run=run_import)
 
@@ -37,26 +39,21 @@ def _weights_dir() -> Path:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Print the known checkpoints."""
-    from labeling_pipeline.model_files.weights import MANIFEST, WEIGHTS
+    """Print the known checkpoints, whether each is present, and its recorded sha256."""
+    from labeling_pipeline.model_files.weights import WEIGHTS, read_manifest
 
     folder = _weights_dir()
-    manifest_path = folder / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = read_manifest(folder)
     print(f"weights folder: {folder.resolve()}")
-    print(f"{'name':<24} {'variant':<10} {'size':>7}  {'present':<8} how to get it")
+    print(f"{'name':<24} {'variant':<10} {'size':>7}  {'present':<8} how to get it / sha256")
     for spec in WEIGHTS.values():
         present = "yes" if (folder / spec.filename).is_file() else "no"
-        how = (
-            ("unsamv2 weights download " + spec.name)
-            if spec.kind == "sam2"
-            else (f"browser: {spec.url} then `unsamv2 weights import {spec.name} PATH`")
-        )
+        partial = folder / f"{spec.filename}.part"
+        if present == "no" and partial.is_file():
+            present = f"{partial.stat().st_size * 100 // (spec.approx_mb << 20)}%"
         sha = manifest.get(spec.filename, {}).get("sha256", "")
-        print(
-            f"{spec.name:<24} {spec.variant:<10} {spec.approx_mb:>5}MB  {present:<8} {how}"
-            + (f"  (sha256 {sha[:12]}…)" if sha else "")
-        )
+        how = f"sha256 {sha}" if sha else f"unsamv2 weights download {spec.name}"
+        print(f"{spec.name:<24} {spec.variant:<10} {spec.approx_mb:>5}MB  {present:<8} {how}")
     from labeling_pipeline.model_files.hub import FEATURE_MODELS, is_present
 
     for feature in FEATURE_MODELS.values():
@@ -75,7 +72,8 @@ def run_download(args: argparse.Namespace) -> int:
         return 0
     from tqdm import tqdm
 
-    from labeling_pipeline.model_files.weights import download
+    from labeling_pipeline.model_files.release import download_release
+    from labeling_pipeline.model_files.weights import download, spec_for
 
     bars: list[Any] = []
 
@@ -87,8 +85,9 @@ def run_download(args: argparse.Namespace) -> int:
             bar.total = total
         bar.update(done - bar.n)
 
+    fetch = download_release if spec_for(args.name).kind == "unsamv2" else download
     try:
-        path = download(args.name, _weights_dir(), progress=progress, url=args.url)
+        path = fetch(args.name, _weights_dir(), progress=progress, url=args.url)
     finally:
         for bar in bars:
             bar.close()

@@ -110,10 +110,10 @@ def tiny_specs(monkeypatch) -> None:
         )
 
 
-def test_unsamv2_checkpoints_are_imported_not_downloaded(
+def test_unsamv2_checkpoints_are_imported_or_downloaded_as_releases(
     tmp_path: Path, make_tiny, tiny_specs
 ) -> None:
-    with pytest.raises(WeightsError, match="browser"):
+    with pytest.raises(WeightsError, match="is an UnSAMv2 release"):
         download("unsamv2_plus", tmp_path)
     model = make_tiny()
     official = tmp_path / "downloaded.pt"
