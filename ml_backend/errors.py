@@ -81,8 +81,12 @@ def status_for(exc: BaseException) -> int:
 
 
 def error_headers(exc: BaseException) -> dict[str, str]:
-    """Extra headers of an error answer: ``Retry-After`` when the model is busy."""
+    """Extra headers of an error answer: ``Retry-After`` when the model is busy or on its way."""
+    from ml_backend.runtime import ModelUnavailableError
+
     if isinstance(exc, ModelBusyError):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, ModelUnavailableError) and exc.retry_after_s is not None:
         return {"Retry-After": str(exc.retry_after_s)}
     return {}
 

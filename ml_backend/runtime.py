@@ -3,7 +3,9 @@
 `ModelRuntime` never blocks a request on loading: until a model is ready, `predictor()` raises
 `ModelUnavailableError` with the reason (loading, no checkpoint configured, file missing, load
 failed). Which weights to serve, in order: the current published model version in the store;
-the configured checkpoint; the best known checkpoint found in the weights folder. A poller
+the configured checkpoint; the best known checkpoint found in the weights folder; with none of
+these and a `fetch_default` (first start, ``UNSAMV2_AUTO_DOWNLOAD``), the default checkpoint,
+downloaded once in the background thread (state ``downloading`` with its progress). A poller
 notices a newly published version, builds it next to the serving one and swaps the reference;
 requests that already hold the old predictor finish with it. A file that fails to load is not
 loaded again until it changes (size or modification time); meanwhile the previous model serves.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,15 @@ logger = logging.getLogger(__name__)
 
 
 class ModelUnavailableError(UnSAMv2Error):
-    """No model can serve right now; the message says why."""
+    """No model can serve right now; the message says why, `retry_after_s` when to ask again."""
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+#: Retry-After (seconds) of requests while the model is on its way
+_RETRY_AFTER_S = {"loading": 5, "downloading": 30}
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,8 @@ def choose_weights(settings: PipelineSettings, store: Store | None) -> WeightsCh
         return WeightsChoice(settings.model, found, "weights folder")
     raise ModelUnavailableError(
         f"no checkpoint for model {settings.model!r}: set UNSAMV2_CHECKPOINT, run "
-        f"`unsamv2 weights download sam2.1_hiera_{settings.model}`, or import the official UnSAMv2 "
-        f"checkpoint with `unsamv2 weights import unsamv2_plus PATH` (into {settings.weights_dir})"
+        "`unsamv2 weights download unsamv2plus` (the official UnSAMv2+ checkpoint, model small) "
+        f"or `unsamv2 weights download sam2.1_hiera_{settings.model}` (into {settings.weights_dir})"
     )
 
 
@@ -109,6 +119,8 @@ class ModelRuntime:
             calls at most).
         max_models: Models kept loaded, the global one included (per-project ones: one less).
         max_model_bytes: Bytes of per-project models kept loaded.
+        fetch_default: Downloads the default checkpoint (given a (bytes, total) progress
+            callback) and returns its path; tried once when no weights are found.
     """
 
     def __init__(
@@ -123,6 +135,7 @@ class ModelRuntime:
         door: ModelDoor | None = None,
         max_models: int = 2,
         max_model_bytes: int = 8 << 30,
+        fetch_default: Callable[[Callable[[int, int | None], None]], Path] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -134,6 +147,9 @@ class ModelRuntime:
         self._choice: WeightsChoice | None = None
         self._failed: tuple[WeightsChoice, tuple[int, int] | None] | None = None
         self._state, self._reason = "loading", "the model is loading"
+        self._fetch_default = fetch_default
+        self._download: dict[str, float | None] | None = None
+        self._download_failure: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.scoped = ScopedModels(
@@ -192,8 +208,8 @@ class ModelRuntime:
         try:
             choice = choose_weights(self.settings, self.store)
         except ModelUnavailableError as exc:
-            if self._predictor is None:
-                self._set_state("unavailable", str(exc))
+            if self._predictor is None and not self._download_default():
+                self._set_state("unavailable", self._download_failure or str(exc))
             return
         except UnSAMv2Error as exc:  # the store is unreachable: keep serving what we have
             logger.warning("cannot look for model versions: %s", exc)
@@ -217,6 +233,35 @@ class ModelRuntime:
             self._failed = None
             self._state, self._reason = "ready", ""
         logger.info("serving model version %s", self.model_version)
+
+    def _download_default(self) -> bool:
+        """Download the default checkpoint (once) and load it; False if not allowed."""
+        fetch, self._fetch_default = self._fetch_default, None
+        if fetch is None or self.settings.checkpoint is not None:
+            return False
+        self._on_progress(0, None)
+        try:
+            path = fetch(self._on_progress)
+        except UnSAMv2Error as exc:  # offline, refused file: one line, in the log and /health
+            logger.error("%s", exc)
+            self._download_failure = str(exc)
+            self._set_state("unavailable", str(exc))
+            return True
+        finally:
+            self._download = None
+        self.settings = replace(self.settings, checkpoint=path)
+        self._set_state("loading", "the model is loading")
+        self.refresh()
+        return True
+
+    def _on_progress(self, done: int, total: int | None) -> None:
+        percent = round(100 * done / total, 1) if total else None
+        with self._lock:
+            self._download = {"bytes": done, "total": total, "percent": percent}
+            self._state = "downloading"
+            self._reason = f"downloading the UnSAMv2 checkpoint (first start): {done >> 20} MB" + (
+                f" of {total >> 20} MB ({percent}%)" if total else ""
+            )
 
     def _set_state(self, state: str, reason: str) -> None:
         with self._lock:
@@ -251,7 +296,10 @@ class ModelRuntime:
     def _serving_global(self) -> tuple[MaskPredictor, str]:
         with self._lock:
             if self._predictor is None:
-                raise ModelUnavailableError(f"model unavailable ({self._state}): {self._reason}")
+                raise ModelUnavailableError(
+                    f"model unavailable ({self._state}): {self._reason}",
+                    retry_after_s=_RETRY_AFTER_S.get(self._state),
+                )
             return self._predictor, self._version_locked()
 
     def _version_locked(self) -> str:
@@ -277,6 +325,7 @@ class ModelRuntime:
                 "model": choice.model if ready and choice else None,
                 "source": choice.source if ready and choice else None,
                 "granularity_mode": predictor.info.granularity_mode if predictor else None,
+                "download": self._download,
                 "queue": self.door.status(),
                 "scoped": self.scoped.status(),
             }

@@ -61,6 +61,10 @@ class Settings:
             call) may spend decoding; the masks found by then are returned, marked partial.
         max_loaded_models: Models kept loaded at once (the global one and per-project ones).
         max_loaded_model_mb: Memory of the per-project models kept loaded.
+        auto_download: With no checkpoint configured or present, the backend downloads the
+            official UnSAMv2 checkpoint into the weights folder on first start.
+        checkpoint_url: Mirror the first-start download comes from instead of the Hugging Face
+            Hub or Google Drive.
     """
 
     pipeline: PipelineSettings
@@ -85,6 +89,8 @@ class Settings:
     preannotate_deadline_s: float = 20.0
     max_loaded_models: int = 2
     max_loaded_model_mb: int = 8192
+    auto_download: bool = False
+    checkpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +165,8 @@ class Settings:
                 "UNSAMV2_MAX_LOADED_MODELS", 2 if pipeline.device == "cpu" else 4, low=1
             ),
             max_loaded_model_mb=reader.integer("UNSAMV2_MAX_LOADED_MODEL_MB", 8192, low=1),
+            auto_download=reader.flag("UNSAMV2_AUTO_DOWNLOAD", default=True),
+            checkpoint_url=reader.text("UNSAMV2_CHECKPOINT_URL"),
         )
 
     def with_pipeline(self, **changes: object) -> Settings:
@@ -227,8 +235,8 @@ class _Reader:
                 raise SettingsError(f"{name} must name hosts; '*' is not accepted")
         return entries
 
-    def flag(self, name: str) -> bool:
-        raw = (self.text(name) or "false").lower()
+    def flag(self, name: str, *, default: bool = False) -> bool:
+        raw = (self.text(name) or str(default)).lower()
         if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise SettingsError(f"{name} must be true or false, got {raw!r}")
         return raw in ("1", "true", "yes", "on")

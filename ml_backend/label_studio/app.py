@@ -16,6 +16,7 @@ from flask import Flask, Response, g, jsonify, request
 from labeling_pipeline.store import Store
 from ml_backend.cvat.dashboard import blueprint as cvat_blueprint
 from ml_backend.errors import error_body, error_headers
+from ml_backend.first_start import first_start_fetcher
 from ml_backend.label_studio.context import BackendContext
 from ml_backend.label_studio.routes import blueprint, same_secret
 from ml_backend.model_door import ModelDoor
@@ -73,6 +74,7 @@ def create_app(
         door=ModelDoor(settings.max_concurrent_encodes, settings.max_queued_requests),
         max_models=settings.max_loaded_models,
         max_model_bytes=settings.max_loaded_model_mb * 1024 * 1024,
+        fetch_default=first_start_fetcher(settings),
     )
     if start_runtime:
         runtime.start()

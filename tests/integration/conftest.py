@@ -102,6 +102,7 @@ def service_env(tmp_path: Path) -> dict[str, str]:
         {
             "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
             "UNSAMV2_TORCH_THREADS": "1",
+            "UNSAMV2_AUTO_DOWNLOAD": "false",  # no download from the internet in tests
             "PYTHONUNBUFFERED": "1",
         }
     )
