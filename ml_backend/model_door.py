@@ -16,6 +16,13 @@ cache's single flight), so only the first of them queues.
 At most `max_queued` calls wait in both lanes together; one more raises `ModelBusyError`
 (HTTP 503 with a ``Retry-After`` estimated from recent call durations). Memory held by waiting
 requests (their decoded images) is therefore bounded too.
+
+Two optional helpers hang on the door (see `ml_backend.click_batcher`, `ml_backend.prefetch`):
+
+* `clicks`: a queue that collects single clicks (`predict` without `mask_input` or `refine`)
+  for a few milliseconds and decodes them together, holding the decode lane once per batch;
+* background work (embedding prefetch) starts only when the door is `idle`: no call holds or
+  waits for a lane and no click waits in `clicks` (`wait_until_idle`).
 """
 
 from __future__ import annotations
@@ -26,12 +33,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from core_model.batch_decode import ClickJob, check_job
 from core_model.cache import EmbeddingCache
 from core_model.errors import UnSAMv2Error
 from core_model.modeling.unsamv2 import DecoderOutput, ModelInfo
@@ -44,6 +52,7 @@ T = TypeVar("T")
 DEFAULT_MAX_CONCURRENT_ENCODES = 1
 DEFAULT_MAX_QUEUED = 32
 _SMOOTHING = 0.2  # weight of the newest duration in a lane's running mean
+_BACKGROUND_POLL_S = 0.02  # how often a background run looks for an idle model
 
 
 class ModelBusyError(UnSAMv2Error):
@@ -52,6 +61,22 @@ class ModelBusyError(UnSAMv2Error):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class BackgroundCancelledError(UnSAMv2Error):
+    """A background encoder run gave up its place in line (it became stale)."""
+
+
+class ClickQueue(Protocol):
+    """Collects single clicks and decodes them in batches (see `ml_backend.click_batcher`)."""
+
+    def submit(self, predictor: MaskPredictor, job: ClickJob) -> MaskPrediction:
+        """Decode a checked job on `predictor`; block until its masks are ready."""
+        ...
+
+    def pending(self) -> int:
+        """Clicks waiting for a batch."""
+        ...
 
 
 class _Lane:
@@ -101,6 +126,7 @@ class ModelDoor:
         self._guard = threading.Lock()
         self.encode_lane = _Lane("encode", max_concurrent_encodes, self._guard)
         self.decode_lane = _Lane("decode", 1, self._guard)
+        self.clicks: ClickQueue | None = None
 
     def queued(self) -> int:
         """Calls waiting in both lanes now."""
@@ -109,14 +135,35 @@ class ModelDoor:
 
     def status(self) -> dict[str, int]:
         """JSON-ready counters: running and waiting calls per lane, and the bound."""
+        clicks = self.clicks.pending() if self.clicks is not None else 0
         with self._guard:
             return {
                 "encoding": self.encode_lane.active,
                 "encode_waiting": len(self.encode_lane.waiting),
                 "decoding": self.decode_lane.active,
                 "decode_waiting": len(self.decode_lane.waiting),
+                "clicks_waiting": clicks,
                 "max_queued": self.max_queued,
             }
+
+    def idle(self) -> bool:
+        """True when no call holds or waits for a lane and no click waits for a batch."""
+        if self.clicks is not None and self.clicks.pending():
+            return False
+        with self._guard:
+            lanes = (self.encode_lane, self.decode_lane)
+            return not any(lane.active or lane.waiting for lane in lanes)
+
+    def wait_until_idle(self, cancelled: Callable[[], bool]) -> None:
+        """Return once the model is idle (see `idle`), for background work to start.
+
+        Raises:
+            BackgroundCancelledError: `cancelled()` became true first.
+        """
+        while not self.idle():
+            if cancelled():
+                raise BackgroundCancelledError("background run cancelled while waiting")
+            time.sleep(_BACKGROUND_POLL_S)
 
     def acquire(self, lane: _Lane) -> None:
         """Take a slot of `lane`, waiting in line; raise `ModelBusyError` if the line is full."""
@@ -262,7 +309,16 @@ class GatedPredictor:
         mask_input: npt.ArrayLike | None = None,
         refine: bool = False,
     ) -> MaskPrediction:
-        """Predict one mask (see `GranularityPredictor.predict`)."""
+        """Predict one mask (see `GranularityPredictor.predict`).
+
+        A plain click (no `mask_input`, no `refine`) goes through the door's click queue when
+        it has one, to be decoded with the clicks that arrive at about the same time.
+        """
+        if self.door.clicks is not None and mask_input is None and not refine:
+            job = check_job(
+                self._inner, ClickJob(embedding, prompts, granularity, multimask_output)
+            )
+            return self.door.clicks.submit(self._inner, job)
         return self._decoding(
             lambda: self._inner.predict(
                 embedding,

@@ -54,6 +54,13 @@ class Settings:
         model_poll_s: How often the backend looks for a newly published model version.
         max_concurrent_encodes: Image encoder runs at once in the backend process.
         max_queued_requests: Model calls that may wait in line before the backend answers 503.
+        batch_clicks: Decode the clicks of concurrent annotators in micro-batches (one worker).
+        batch_window_ms: How long a click waits for others to join its batch.
+        batch_max_size: Most clicks per decoder call (0: 8 on a GPU, 1 on a CPU).
+        prefetch_workers: Threads computing embeddings of opened tasks ahead of the first
+            click (0: no prefetch).
+        prefetch_next: Next tasks of the project (from the Label Studio API) whose embeddings
+            are prefetched when a task is opened.
         cvat_presets: Granularity presets served to CVAT, one interactor and one detector each
             (``UNSAMV2_CVAT_PRESETS``, compact or JSON, or ``UNSAMV2_CVAT_PRESETS_FILE``).
         max_request_bytes: Largest request body (HTTP 413 above it).
@@ -84,6 +91,11 @@ class Settings:
     model_poll_s: float = 10.0
     max_concurrent_encodes: int = 1
     max_queued_requests: int = 32
+    batch_clicks: bool = True
+    batch_window_ms: float = 2.0
+    batch_max_size: int = 0
+    prefetch_workers: int = 1
+    prefetch_next: int = 0
     cvat_presets: tuple[Preset, ...] = DEFAULT_PRESETS
     max_request_bytes: int = 8 * 1024 * 1024
     preannotate_deadline_s: float = 20.0
@@ -154,6 +166,13 @@ class Settings:
             model_poll_s=reader.number("UNSAMV2_MODEL_POLL_S", 10.0, low=0.1),
             max_concurrent_encodes=reader.integer("UNSAMV2_MAX_CONCURRENT_ENCODES", 1, low=1),
             max_queued_requests=reader.integer("UNSAMV2_MAX_QUEUED_REQUESTS", 32, low=0),
+            batch_clicks=(
+                reader.text("UNSAMV2_BATCH_CLICKS") is None or reader.flag("UNSAMV2_BATCH_CLICKS")
+            ),
+            batch_window_ms=reader.number("UNSAMV2_BATCH_WINDOW_MS", 2.0, low=0.0, high=1000.0),
+            batch_max_size=reader.integer("UNSAMV2_BATCH_MAX_SIZE", 0, low=0, high=256),
+            prefetch_workers=reader.integer("UNSAMV2_PREFETCH_WORKERS", 1, low=0, high=16),
+            prefetch_next=reader.integer("UNSAMV2_PREFETCH_NEXT", 0, low=0, high=100),
             cvat_presets=reader.presets("UNSAMV2_CVAT_PRESETS"),
             max_request_bytes=reader.integer(
                 "UNSAMV2_MAX_REQUEST_BYTES", 8 * 1024 * 1024, low=1024

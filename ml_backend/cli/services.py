@@ -21,11 +21,17 @@ logger = logging.getLogger(__name__)
 _STOP_GRACE_S = 20.0
 
 
+def _port(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is an integer from 1 to 65535, got {raw!r}")
+    return int(raw)
+
+
 def add_parser(subparsers: Any) -> None:
     """Register serve, worker, beat and up."""
     serve = subparsers.add_parser("serve", help="run the HTTP backend (Label Studio protocol)")
     serve.add_argument("--host", help="listen address (default UNSAMV2_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default UNSAMV2_PORT or 9090)")
+    serve.add_argument("--port", type=_port, help="port (default UNSAMV2_PORT or 9090)")
     serve.set_defaults(run=run_serve)
 
     worker = subparsers.add_parser("worker", help="run a Celery worker")
@@ -46,8 +52,15 @@ def add_parser(subparsers: Any) -> None:
     ping.set_defaults(run=run_ping)
 
     up = subparsers.add_parser("up", help="run backend, worker and beat together (Ctrl-C stops)")
+    up.add_argument("--host", help="backend listen address (default UNSAMV2_HOST or 127.0.0.1)")
+    up.add_argument("--port", type=_port, help="backend port (default UNSAMV2_PORT or 9090)")
     up.add_argument("--concurrency", type=int, default=1, help="worker processes")
     up.set_defaults(run=run_up)
+
+
+def backend_address(args: argparse.Namespace, settings: Any) -> tuple[str, int]:
+    """(host, port) of the backend: the command line's, else the settings'."""
+    return args.host or settings.host, args.port or settings.port
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -57,7 +70,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ml_backend.settings import Settings
 
     settings = Settings.from_env()
-    host, port = args.host or settings.host, args.port or settings.port
+    host, port = backend_address(args, settings)
     server = create_http_server(create_app(settings), settings, host, port)
     # SIGTERM (from `unsamv2 up`, Docker) leaves the loop like Ctrl-C: waitress closes the sockets
     signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(0))
@@ -124,8 +137,9 @@ def run_up(args: argparse.Namespace) -> int:
     settings.pipeline.data_dir.mkdir(parents=True, exist_ok=True)
     Store(settings.pipeline.resolved_database_url).dispose()  # migrate once, before the children
     base = [sys.executable, "-m", "ml_backend.cli", *(["--verbose"] if args.verbose else [])]
+    host, port = backend_address(args, settings)
     commands = {
-        "backend": [*base, "serve"],
+        "backend": [*base, "serve", "--host", host, "--port", str(port)],
         "worker": [*base, "worker", "--concurrency", str(args.concurrency)],
         "beat": [*base, "beat"],
     }
@@ -133,7 +147,7 @@ def run_up(args: argparse.Namespace) -> int:
         name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in commands.items()
     }
     print(
-        f"unsamv2 up: backend on http://{settings.host}:{settings.port}, data in "
+        f"unsamv2 up: backend on http://{host}:{port}, data in "
         f"{settings.pipeline.data_dir.resolve()} (Ctrl-C stops)",
         flush=True,
     )

@@ -14,12 +14,12 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 
 from labeling_pipeline.store import Store
+from ml_backend.click_batcher import serving_door
 from ml_backend.cvat.dashboard import blueprint as cvat_blueprint
 from ml_backend.errors import error_body, error_headers
 from ml_backend.first_start import first_start_fetcher
 from ml_backend.label_studio.context import BackendContext
 from ml_backend.label_studio.routes import blueprint, same_secret
-from ml_backend.model_door import ModelDoor
 from ml_backend.playground.routes import blueprint as playground_blueprint
 from ml_backend.runtime import ModelRuntime
 from ml_backend.settings import Settings
@@ -71,7 +71,7 @@ def create_app(
         poll_s=settings.model_poll_s,
         cache_bytes=settings.cache_mb * 1024 * 1024,
         max_image_pixels=settings.max_image_pixels,
-        door=ModelDoor(settings.max_concurrent_encodes, settings.max_queued_requests),
+        door=serving_door(settings),
         max_models=settings.max_loaded_models,
         max_model_bytes=settings.max_loaded_model_mb * 1024 * 1024,
         fetch_default=first_start_fetcher(settings),

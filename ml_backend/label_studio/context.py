@@ -30,6 +30,7 @@ from ml_backend.label_studio.images import TaskImages
 from ml_backend.label_studio.metrics import Metrics
 from ml_backend.label_studio.project_settings import ProjectSettings, project_settings
 from ml_backend.label_studio.prompt_memory import PromptMemory
+from ml_backend.prefetch import Prefetcher
 from ml_backend.runtime import ModelRuntime
 from ml_backend.settings import Settings
 
@@ -78,6 +79,11 @@ class BackendContext:
             return stats() if stats else None
 
         return Metrics(self.runtime.status, cache_stats)
+
+    @functools.cached_property
+    def prefetcher(self) -> Prefetcher:
+        """Background embeddings of opened tasks (see `prefetch_tasks`)."""
+        return Prefetcher(max(1, self.settings.prefetch_workers))
 
     @functools.cached_property
     def images(self) -> TaskImages:

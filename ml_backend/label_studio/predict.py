@@ -34,6 +34,7 @@ from ml_backend.label_studio.convert import (
     prediction,
     result_id,
 )
+from ml_backend.label_studio.prefetch_tasks import prefetch_opened
 from ml_backend.label_studio.project_settings import ProjectSettings, parse_extra_params
 from ml_backend.label_studio.schemas import (
     PredictRequest,
@@ -96,7 +97,8 @@ def predict(ctx: BackendContext, body: Mapping[str, Any]) -> dict[str, Any]:
             return {"results": []}
         ctx.metrics.predictions.labels("interactive").inc()
         return {"results": [_interactive(ctx, request.tasks[0], config, group, project_id)]}
-    if not settings.preannotate:
+    if not settings.preannotate:  # the task was opened: its first click is coming
+        prefetch_opened(ctx, request.tasks, config, project_id)
         return {"results": []}
     ctx.metrics.predictions.labels("whole_image").inc()
     deadline = time.monotonic() + ctx.settings.preannotate_deadline_s

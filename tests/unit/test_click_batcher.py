@@ -1,0 +1,107 @@
+"""`ClickBatcher`: clicks that wait together are decoded in one call; the queue is bounded.
+
+The predictor is `FakePredictor` (tests/fake_predictor.py): what matters here is which clicks
+share a decoder call and what happens past the bound; the test holds the door's decode lane
+to make clicks wait, instead of timing them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from fake_predictor import FakePredictor, image
+
+from core_model.types import Prompts
+from ml_backend.click_batcher import ClickBatcher, attach_click_batcher, auto_max_batch
+from ml_backend.errors import error_body, error_headers, status_for
+from ml_backend.model_door import ModelBusyError, ModelDoor
+
+from helpers import wait_for
+
+CLICK = Prompts.from_arrays([[1.0, 1.0]], [1])
+
+
+def _setup(max_queued: int = 32, max_batch: int = 8):
+    fake, door = FakePredictor(), ModelDoor(max_queued=32)
+    batcher = attach_click_batcher(door, window_ms=1.0, max_batch=max_batch, max_queued=max_queued)
+    gated = door.gate(fake)
+    embeddings = [gated.embed_keyed(f"img{i}", image) for i in range(6)]
+    return fake, door, batcher, gated, embeddings
+
+
+def _click(gated, embedding, results, index) -> threading.Thread:
+    def run() -> None:
+        try:
+            results[index] = gated.predict(embedding, CLICK, granularity=0.5)
+        except ModelBusyError as exc:
+            results[index] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_clicks_waiting_together_are_decoded_in_one_call() -> None:
+    fake, door, batcher, gated, embeddings = _setup()
+    door.acquire(door.decode_lane)  # the test holds the decode lane: clicks pile up
+    results: dict[int, object] = {}
+    first = _click(gated, embeddings[0], results, 0)
+    wait_for(lambda: len(door.decode_lane.waiting) == 1, 10, "the batch worker in line")
+    later = [_click(gated, embeddings[i], results, i) for i in range(1, 6)]
+    wait_for(lambda: batcher.pending() == 5, 10, "five waiting clicks")
+    assert door.status()["clicks_waiting"] == 5 and not door.idle()
+    door.decode_lane.release(0.0)
+    for thread in [first, *later]:
+        thread.join(timeout=10)
+    assert batcher.batches == 2 and batcher.decoded == 6  # [first], then the five together
+    assert fake.decoded == ["img0", ""]  # "" : one call on the five images' stacked features
+    for index in range(6):
+        result = results[index]
+        assert not isinstance(result, Exception)
+        assert result.masks.shape == (1, *image().shape[:2])
+        assert np.array_equal(result.scores, [1.0])
+    assert door.idle()
+
+
+def test_past_the_bound_a_click_is_refused_at_once_with_a_retry_time() -> None:
+    fake, door, batcher, gated, embeddings = _setup(max_queued=2)
+    door.acquire(door.decode_lane)
+    results: dict[int, object] = {}
+    threads = [_click(gated, embeddings[0], results, 0)]
+    wait_for(lambda: len(door.decode_lane.waiting) == 1, 10, "the batch worker in line")
+    threads += [_click(gated, embeddings[i], results, i) for i in (1, 2)]
+    wait_for(lambda: batcher.pending() == 2, 10, "two waiting clicks")
+    with pytest.raises(ModelBusyError) as refused:
+        gated.predict(embeddings[3], CLICK, granularity=0.5)
+    assert refused.value.retry_after_s >= 1
+    assert status_for(refused.value) == 503
+    assert error_headers(refused.value)["Retry-After"] == str(refused.value.retry_after_s)
+    assert "busy" in error_body(refused.value)[0]["error"]
+    door.decode_lane.release(0.0)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert all(not isinstance(results[i], Exception) for i in range(3))
+
+
+def test_bad_clicks_fail_in_the_caller_and_calls_with_mask_input_skip_the_queue() -> None:
+    fake, door, batcher, gated, embeddings = _setup()
+    with pytest.raises(Exception, match="granularity"):
+        gated.predict(embeddings[0], CLICK, granularity=3.0)
+    gated.predict(embeddings[0], CLICK, granularity=0.5, mask_input=np.zeros((1, 4, 4)))
+    assert batcher.batches == 0  # the direct path: the decode lane, no batch
+    gated.predict(embeddings[0], CLICK, granularity=0.5)
+    assert batcher.batches == 1
+
+
+def test_failures_reach_every_waiting_click_and_arguments_are_checked() -> None:
+    fake, door, batcher, gated, embeddings = _setup()
+    fake.decode = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("decoder broke"))
+    with pytest.raises(RuntimeError, match="decoder broke"):
+        gated.predict(embeddings[0], CLICK, granularity=0.5)
+    assert door.idle()  # the lane was given back
+    assert auto_max_batch(fake) == 1  # a CPU predictor decodes one click per call
+    with pytest.raises(ValueError, match="max_queued"):
+        ClickBatcher(door, window_s=0.001, max_queued=0)
+    batcher.close()
