@@ -78,6 +78,13 @@ class PseudoLabelConfig:
     # instance, so a partly occluded object still counts; far above one part of an object
     # (a limb, a wheel), which the conquer finds, so a split does not cut an object apart.
     split_min_area_fraction: float = 0.04
+    # Unions of two touching leaves of a split tree are whole hypotheses too
+    # (`split.join_adjacent_pieces`): a two-level split of overlapping objects can cut one of
+    # them between its levels, and then only the union of its two pieces is that object.
+    join_split_leaves: bool = True
+    # ... unless the union repeats the proposal or a piece: above this IoU they are one
+    # hypothesis (the NMS threshold of parts, for the same reason).
+    join_max_overlap: float = 0.8
     # The conquer also runs on each split piece's own crop: a crowded proposal's crop is large,
     # and at the extractor's fixed resolution its small parts (petals, windows) blur together.
     conquer_split_pieces: bool = True

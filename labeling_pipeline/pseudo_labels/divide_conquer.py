@@ -46,13 +46,16 @@ from labeling_pipeline.pseudo_labels.refine import (
     snap_to_parts,
 )
 from labeling_pipeline.pseudo_labels.relations import InstanceHierarchy, find_hierarchies
-from labeling_pipeline.pseudo_labels.split import split_proposal
+from labeling_pipeline.pseudo_labels.split import join_adjacent_pieces, split_proposal
 
 logger = logging.getLogger(__name__)
 
 UNREFINED_SOURCES = ("human",)
+# coarse patch-grid pieces of a crowded proposal: snapped to their parts, not GrabCut-refined
+SPLIT_SOURCES = ("split", "joined")
 SOURCE_PRIORITY = {
     "split": 0,
+    "joined": 0,
     "ncut": 0,
     "external": 1,
     "human": 2,
@@ -84,7 +87,8 @@ class PseudoMask:
         instance_id: 1-based id of the instance hierarchy.
         is_part: False for the instance itself.
         score: Proposal score (instances and external parts) or conquer level (conquer parts).
-        source: "ncut", "split" (a piece of an N-cut proposal), "external", "human",
+        source: "ncut", "split" (a piece of an N-cut proposal), "joined" (two touching
+            pieces, `split.join_adjacent_pieces`), "external", "human",
             "conquer" or "fallback" (see `fallback`).
     """
 
@@ -137,6 +141,13 @@ def _divide(
                 found.append(
                     Candidate(grid_to_image(piece, height, width), cut.score, "split", band)
                 )
+            if config.join_split_leaves:
+                for joined in join_adjacent_pieces(
+                    pieces, cut.mask, max_overlap=config.join_max_overlap
+                ):
+                    found.append(
+                        Candidate(grid_to_image(joined, height, width), cut.score, "joined", band)
+                    )
     for index, p in enumerate(proposals):
         mask = np.asarray(p.mask)
         if mask.shape != (height, width):
@@ -227,7 +238,7 @@ def _parts(
     def refine(candidate: Candidate) -> BoolMask | None:
         # a split piece spans several parts, too many colours for GrabCut: it is snapped to its
         # refined parts afterwards instead
-        if candidate.source == "split" and config.snap_to_parts:
+        if candidate.source in SPLIT_SOURCES and config.snap_to_parts:
             return candidate.mask
         return _refined(image, candidate, config.refine)
 
@@ -289,13 +300,13 @@ def _hierarchy(
     conquered.sort(key=lambda c: -int(c.mask.sum()))
     framed_instance = instance[fy0:fy1, fx0:fx1]
     # split pieces are coarse patch masks: exact conquer regions win NMS against them
-    ordered = [c for c in framed_given if c.source != "split"] + conquered
-    ordered += [c for c in framed_given if c.source == "split"]
+    ordered = [c for c in framed_given if c.source not in SPLIT_SOURCES] + conquered
+    ordered += [c for c in framed_given if c.source in SPLIT_SOURCES]
     parts = _parts(image[fy0:fy1, fx0:fx1], framed_instance, ordered, config)
     if config.snap_to_parts and head.source not in UNREFINED_SOURCES:
         # a single object whose GrabCut refinement passed keeps it; a crowded proposal (split
         # pieces) or a discarded refinement is rebuilt from its parts
-        crowded = refined is None or any(c.source == "split" for c in given)
+        crowded = refined is None or any(c.source in SPLIT_SOURCES for c in given)
         if not crowded:
             framed_instance = chosen[fy0:fy1, fx0:fx1]
         framed_instance, parts = _snapped(
@@ -328,7 +339,7 @@ def _snapped(
     if snap_instance:
         instance = snap(instance)
     snapped = [
-        Candidate(snap(p.mask), p.score, p.source, p.band_px) if p.source == "split" else p
+        Candidate(snap(p.mask), p.score, p.source, p.band_px) if p.source in SPLIT_SOURCES else p
         for p in parts
     ]
     area = int(instance.sum())

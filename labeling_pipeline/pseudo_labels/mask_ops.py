@@ -1,7 +1,7 @@
 """Exact pairwise mask statistics and the protected mask NMS of the pseudo-label pipeline.
 
-Masks are (N, H, W) bool arrays in one frame. Overlaps are exact pixel counts (a matrix product
-over the masks' common bounding box), not box approximations.
+Masks are (N, H, W) bool arrays in one frame. Overlaps are exact pixel counts (a sparse matrix
+product over the masks' common bounding box), not box approximations.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+from scipy import sparse
 
 
 def _stack(masks: Sequence[npt.NDArray[np.bool_]] | npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
@@ -31,11 +32,15 @@ def pairwise_intersections(
     if rows.size == 0:
         return np.zeros((array.shape[0],) * 2, dtype=np.int64)
     crop = array[:, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    flat = crop.reshape(crop.shape[0], -1).astype(np.float32)
-    # float32 products are exact integers up to 2**24 pixels; use float64 beyond that
-    if flat.shape[1] >= 2**24:
-        flat = flat.astype(np.float64)
-    counts: npt.NDArray[np.int64] = np.rint(flat @ flat.T).astype(np.int64)
+    # a sparse product costs the sum over pixels of (masks covering it)^2: parts are small and
+    # few overlap, so this is ~100x cheaper than a dense (N, P) @ (P, N) product
+    size = crop.shape[1] * crop.shape[2]
+    which, pixel = np.divmod(np.flatnonzero(crop), size)  # 1-D nonzero: ~10x faster than 2-D
+    flat = sparse.csr_matrix(
+        (np.ones(which.size, dtype=np.int64), (which, pixel)),
+        shape=(crop.shape[0], size),
+    )
+    counts: npt.NDArray[np.int64] = np.asarray((flat @ flat.T).toarray(), dtype=np.int64)
     return counts
 
 

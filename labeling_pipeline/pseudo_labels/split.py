@@ -158,3 +158,44 @@ def split_proposal(
             )
         )
     return out + deeper
+
+
+def join_adjacent_pieces(
+    pieces: list[npt.NDArray[np.bool_]],
+    mask: npt.NDArray[np.bool_],
+    *,
+    max_overlap: float,
+) -> list[npt.NDArray[np.bool_]]:
+    """Return unions of two touching leaves of a split tree: objects the tree cut apart.
+
+    A two-level split of three overlapping objects can cut one of them between the levels
+    (first A1 | A2 + B, then A2 | B): no piece is A, but A is the union of two touching leaves
+    (pieces holding no other piece). Each such union is a whole hypothesis; the conquer parts
+    decide its boundary later (snapping), and relations keep it as a part of the proposal.
+
+    Args:
+        pieces: (h, w) bool pieces of `split_proposal`, on the patch grid.
+        mask: (h, w) bool proposal they came from.
+        max_overlap: A union whose IoU with the proposal or with a piece is above this is
+            dropped: it repeats an existing hypothesis.
+
+    Returns:
+        (h, w) bool unions, each of two 8-connected leaves.
+    """
+    leaves = [p for p in pieces if not any(q is not p and (q & ~p).sum() == 0 for q in pieces)]
+    known = [mask, *pieces]
+    out: list[npt.NDArray[np.bool_]] = []
+    for i, a in enumerate(leaves):
+        grown = ndimage.binary_dilation(a, structure=np.ones((3, 3), dtype=bool))
+        for b in leaves[i + 1 :]:
+            if not (grown & b).any():
+                continue
+            union = a | b
+            if all(_iou(union, k) <= max_overlap for k in known + out):
+                out.append(union)
+    return out
+
+
+def _iou(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 0.0
