@@ -196,3 +196,15 @@ def test_the_lineage_migration_reverts_and_reapplies_with_data(store: Store) -> 
     assert diff == []
     with store.session() as s:
         assert current_version(s, "global").name == "g1"
+
+
+def test_every_migration_reverts_to_an_empty_database_and_back(store: Store) -> None:
+    _alembic(store, "downgrade", "base")
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    added = {entry[1].name for entry in diff if entry[0] == "add_table"}
+    assert added == set(Base.metadata.tables)  # every table went (alembic_version aside)
+    assert {entry[0] for entry in diff} <= {"add_table", "add_index"}
+    _alembic(store, "upgrade", "head")
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
