@@ -190,7 +190,8 @@ class PlaygroundImages:
             raise BadRequestError(f"Label Studio's task {task_id} names no project")
         config = parse_label_config(str(client.get_project(project_id).get("label_config", "")))
         _, data_key = config.first_image()
-        url = (task.get("data") or {}).get(data_key)
+        data = task.get("data")
+        url = data.get(data_key) if isinstance(data, dict) else None
         if not isinstance(url, str) or not url:
             raise BadRequestError(f"task {task_id} has no image under data.{data_key}")
         key, _ = self.context.images.resolve(url, client=client)

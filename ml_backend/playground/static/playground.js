@@ -164,6 +164,8 @@
   }
 
   function resetMasks() {
+    sequence += 1;  // an answer still on its way is for other points (or another image)
+    state.busy = false;
     state.sweep = null; state.masks = []; state.overlays = []; state.index = -1;
     redraw();
   }
