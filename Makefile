@@ -64,7 +64,8 @@ test: lint
 	$(BIN)/pytest -q
 
 # The service on embedded defaults: backend + worker + beat, SQLite and a filesystem broker under
-# UNSAMV2_DATA_DIR (default ./data). Ctrl-C stops it.
+# UNSAMV2_DATA_DIR (default ./data). Without weights, the backend downloads the UnSAMv2+ checkpoint
+# on first start (UNSAMV2_AUTO_DOWNLOAD=false turns that off). Ctrl-C stops it.
 run: install
 	$(BIN)/unsamv2 up
 
