@@ -96,7 +96,11 @@ class Frame:
                 opened = Image.open(io.BytesIO(self.data))
                 width, height = opened.size
                 orientation = _orientation(opened)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        except Image.DecompressionBombError:
+            raise InvalidImageError(
+                f"image <bytes> has more pixels than the limit {self.max_pixels}"
+            ) from None
+        except (OSError, SyntaxError, ValueError):
             raise InvalidImageError(
                 "cannot decode image <bytes>: not a recognised image format"
             ) from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -118,3 +120,11 @@ def test_frame_size_of_a_png_and_its_limits() -> None:
     garbage = {"image": base64.b64encode(b"GIF89a broken").decode()}
     with pytest.raises(InvalidImageError, match="cannot decode"):
         codec.decode_frame(garbage, max_pixels=960).size()
+    # a header claiming 40000 x 40000 pixels: refused from the header alone
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
+    header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr
+    idat = struct.pack(">I", 0) + b"IDAT" + struct.pack(">I", zlib.crc32(b"IDAT"))
+    data = header + struct.pack(">I", zlib.crc32(ihdr)) + idat
+    bomb = {"image": base64.b64encode(data).decode()}
+    with pytest.raises(InvalidImageError, match="limit 960"):
+        codec.decode_frame(bomb, max_pixels=960).size()
