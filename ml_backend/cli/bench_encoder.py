@@ -52,6 +52,14 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed encoder runs per path")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument(
+        "--sgemm-sizes",
+        type=int,
+        nargs="+",
+        default=[1024, 2048, 3072],
+        metavar="N",
+        help="sides of the square matmuls that measure the sgemm throughput",
+    )
+    p.add_argument(
         "--malloc-keep", action="store_true", help="also time both paths with keep_freed_memory"
     )
     p.add_argument("--json", type=Path, help="also write the results as JSON")
@@ -115,7 +123,7 @@ def count_flops(fn: Callable[[], object]) -> tuple[int, dict[str, int]]:
 
 
 def measure_sgemm(sizes: tuple[int, ...] = (1024, 2048, 3072), repeats: int = 3) -> float:
-    """Return the best float32 `torch.mm` throughput in FLOP/s over square sizes."""
+    """Return the best float32 `torch.mm` throughput in FLOP/s over square sizes (N x N)."""
     import torch
 
     best = 0.0
@@ -181,7 +189,7 @@ def _measure(
 
     stock_flops, per_op = count_flops(lambda: model.encode_image(images, fast=False))
     fast_flops, _ = count_flops(lambda: model.encode_image(images, fast=True))
-    sgemm = [measure_sgemm()]
+    sgemm = [measure_sgemm(tuple(args.sgemm_sizes))]
     reference = _click_outputs(model, images, False, original_hw)
     paths: dict[str, dict[str, Any]] = {}
     rounds = [("stock", False), ("fast", True)]
@@ -197,7 +205,7 @@ def _measure(
             )
         else:
             print("keep_freed_memory: not available here (no glibc mallopt); rows skipped")
-    sgemm.append(measure_sgemm())
+    sgemm.append(measure_sgemm(tuple(args.sgemm_sizes)))
     floor_s = stock_flops / max(sgemm)
     for name, row in paths.items():
         logits, masks = _click_outputs(model, images, row["fast"], original_hw)
