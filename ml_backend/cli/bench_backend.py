@@ -17,6 +17,10 @@ rounds, measured alternately so that a change of machine load hits both alike.
 With ``--hostile``, the eight annotators click once more while eight hostile clients (slow-drip
 bodies, oversized bodies, absurd ``original_width``; see `bench_hostile`) hit the same server;
 the report compares the valid clicks' p95 with the calm run's and counts 5xx answers.
+
+With ``--serving``, instead: today's serving path against embedding prefetch and click batches
+in the same run (first click after opening a task, concurrent annotators, overload past the
+click queue's bound); see `bench_serving`.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ml_backend.cli.bench_clicks import Clicks, check_answers, click_body, percentiles, serve
+from ml_backend.cli.bench_serving import add_arguments as add_serving_arguments
+from ml_backend.cli.bench_serving import print_serving, run_serving_bench, serving_ok
 
 
 def add_parser(benches: Any) -> None:
@@ -55,44 +61,8 @@ def add_parser(benches: Any) -> None:
         action="store_true",
         help="repeat the concurrent run next to 8 slow, oversized and absurd clients",
     )
+    add_serving_arguments(p)
     p.set_defaults(run=run_backend_bench)
-
-
-def _click_body(
-    task_id: int,
-    x_pct: float,
-    y_pct: float,
-    config: str,
-    size: tuple[int, int],
-    anchor: str,
-    project: int = 1,
-) -> dict[str, Any]:
-    width, height = size
-    keypoint = {
-        "id": anchor,
-        "type": "keypointlabels",
-        "from_name": "click",
-        "to_name": "image",
-        "original_width": width,
-        "original_height": height,
-        "is_positive": True,
-        "value": {"x": x_pct, "y": y_pct, "width": 0.5, "keypointlabels": ["Car @0.5"]},
-    }
-    task = {"id": task_id, "data": {"image": f"/data/local-files/?d=img{task_id}.png"}}
-    return {
-        "tasks": [task],
-        "project": f"{project}.1",
-        "label_config": config,
-        "params": {"context": {"result": [keypoint]}},
-    }
-
-
-def _serve(app: Any, settings: Any) -> tuple[Any, int]:
-    from ml_backend.http_server import create_http_server
-
-    server = create_http_server(app, settings, "127.0.0.1", 0)
-    threading.Thread(target=server.run, daemon=True).start()
-    return server, int(server.effective_port)
 
 
 def _setup(args: argparse.Namespace, root: Path) -> tuple[Any, Any, tuple[int, int], Any]:
@@ -128,113 +98,22 @@ def _setup(args: argparse.Namespace, root: Path) -> tuple[Any, Any, tuple[int, i
     return app, runtime, (width, height), settings
 
 
-def _percentiles(times: list[float]) -> dict[str, float]:
-    p50, p95 = np.percentile(times, [50, 95])
-    return {"p50_ms": float(p50) * 1e3, "p95_ms": float(p95) * 1e3, "clicks": len(times)}
-
-
-def _check_answers(
-    app: Any,
-    runtime: Any,
-    plans: dict[int, list[tuple[float, float]]],
-    answers: dict[tuple[int, int], dict[str, Any]],
-    size: tuple[int, int],
-    scope_of: Any = None,
-) -> int:
-    """Count answers that are missing or differ from the predictor's own mask for that click."""
-    from core_model.masks import brush_rle_to_mask
-    from core_model.types import Prompts
-    from ml_backend.label_studio.convert import result_id
-
-    width, height = size
-    errors = sum(len(clicks) for clicks in plans.values()) - len(answers)
-    for (task_id, index), result in answers.items():
-        predictor, _ = runtime.serving(scope_of(task_id) if scope_of else "global")
-        x, y = plans[task_id][index]
-        mask = brush_rle_to_mask(result["value"]["rle"], height=height, width=width)
-        embedding = predictor.embed_keyed(
-            *app.extensions["unsamv2"].images.resolve(
-                f"/data/local-files/?d=img{task_id}.png", client=None
-            )
-        )
-        reference = predictor.predict(
-            embedding,
-            Prompts.from_arrays([[x / 100 * width, y / 100 * height]], [1]),
-            granularity=0.5,
-        ).masks[0]
-        errors += int(
-            result["id"] != result_id(task_id, f"a{task_id}-{index}")
-            or (result["original_width"], result["original_height"]) != size
-            or not np.array_equal(mask, reference)
-        )
-    return errors
-
-
-class _Clicks:
-    """Sends planned clicks and keeps, per phase, the answers, latencies and failures."""
-
-    def __init__(
-        self, url: str, plans: dict[int, list[tuple[float, float]]], config: str, size: Any
-    ) -> None:
-        self.url, self.plans, self.config, self.size = url, plans, config, size
-        self.answers: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
-        self.failures: dict[str, list[str]] = {}
-        self.server_errors: dict[str, int] = {}
-
-    def click(self, session: Any, task_id: int, index: int, phase: str, project: int = 1) -> float:
-        x, y = self.plans[task_id][index]
-        anchor = f"a{task_id}-{index}"
-        body = _click_body(task_id, x, y, self.config, self.size, anchor, project)
-        start = time.perf_counter()
-        reply = session.post(f"{self.url}/predict", json=body, timeout=120)
-        elapsed = time.perf_counter() - start
-        if reply.status_code != 200:
-            self.failures.setdefault(phase, []).append(
-                f"task {task_id}: HTTP {reply.status_code} {reply.text[:200]}"
-            )
-            if reply.status_code >= 500:
-                self.server_errors[phase] = self.server_errors.get(phase, 0) + 1
-        else:
-            answers = self.answers.setdefault(phase, {})
-            answers[(task_id, index)] = reply.json()["results"][0]["result"][0]
-        return elapsed
-
-    def concurrent(
-        self, annotators: int, clicks: int, phase: str, projects: int = 1
-    ) -> tuple[list[float], float]:
-        """Every annotator clicks `clicks` times at once; return the latencies and wall time.
-
-        With `projects` 2, odd annotators click in Label Studio project 2.
-        """
-        import requests
-
-        def annotator(task_id: int) -> list[float]:
-            project = 1 + task_id % projects
-            with requests.Session() as own:
-                return [self.click(own, task_id, i, phase, project) for i in range(clicks)]
-
-        start = time.perf_counter()
-        with ThreadPoolExecutor(annotators) as pool:
-            times = [t for part in pool.map(annotator, range(annotators)) for t in part]
-        return times, time.perf_counter() - start
-
-
 def _hostile_run(
-    args: argparse.Namespace, clicks: _Clicks, port: int, settings: Any, calm: dict[str, float]
+    args: argparse.Namespace, clicks: Clicks, port: int, settings: Any, calm: dict[str, float]
 ) -> dict[str, Any]:
     from ml_backend.cli.bench_hostile import HostileClients
 
     x, y = clicks.plans[0][0]
     hostile = HostileClients(
         port,
-        lambda: _click_body(0, x, y, clicks.config, clicks.size, "hostile"),
+        lambda: click_body(0, x, y, clicks.config, clicks.size, "hostile"),
         settings.max_request_bytes,
     )
     hostile.start()
     time.sleep(1.0)  # the hostile clients are connected and sending
     times, wall = clicks.concurrent(args.annotators, args.clicks, "hostile")
     statuses = hostile.stop()
-    figures = _percentiles(times)
+    figures = percentiles(times)
     hostile_5xx = sum(n for c in statuses.values() for s, n in c.items() if s.startswith("5"))
     return {
         **figures,
@@ -247,7 +126,7 @@ def _hostile_run(
     }
 
 
-def _second_project(args: argparse.Namespace, root: Path, app: Any, clicks: _Clicks) -> Any:
+def _second_project(args: argparse.Namespace, root: Path, app: Any, clicks: Clicks) -> Any:
     """Publish a second random model for Label Studio project 2 and warm its embeddings up."""
     import requests
     import torch
@@ -284,7 +163,7 @@ def _second_project(args: argparse.Namespace, root: Path, app: Any, clicks: _Cli
 
 
 def _projects_run(
-    args: argparse.Namespace, root: Path, app: Any, clicks: _Clicks
+    args: argparse.Namespace, root: Path, app: Any, clicks: Clicks
 ) -> tuple[dict[str, Any], Any]:
     """Alternate one-project and two-project rounds (3 each), so load drift hits both alike."""
     scope_of = _second_project(args, root, app, clicks)
@@ -297,7 +176,7 @@ def _projects_run(
         times, wall = clicks.concurrent(args.annotators, args.clicks, "projects", projects=2)
         two += times
         wall_two += wall
-    single, figures = _percentiles(one), _percentiles(two)
+    single, figures = percentiles(one), percentiles(two)
     return {
         **figures,
         "one_project": single,
@@ -308,21 +187,32 @@ def _projects_run(
     }, scope_of
 
 
+def _serving_bench(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        report = run_serving_bench(args, Path(tmp))
+    print_serving(args, report)
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0 if serving_ok(report) else 1
+
+
 def run_backend_bench(args: argparse.Namespace) -> int:
     """Run the scenarios and print the figures."""
+    if args.serving:
+        return _serving_bench(args)
     import requests
 
     from ml_backend.label_studio.label_config import shipped_config
 
     with tempfile.TemporaryDirectory() as tmp:
         app, runtime, size, settings = _setup(args, Path(tmp))
-        server, port = _serve(app, settings)
+        server, port = serve(app, settings)
         rng = np.random.default_rng(0)
         plans = {
             t: [(float(rng.uniform(5, 95)), float(rng.uniform(5, 95))) for _ in range(args.clicks)]
             for t in range(args.annotators)
         }
-        clicks = _Clicks(f"http://127.0.0.1:{port}", plans, shipped_config(), size)
+        clicks = Clicks(f"http://127.0.0.1:{port}", plans, shipped_config(), size)
         with requests.Session() as session:
             for task_id in range(args.annotators):  # warm-up: one embedding per image
                 clicks.click(session, task_id, 0, "calm")
@@ -332,8 +222,8 @@ def run_backend_bench(args: argparse.Namespace) -> int:
             "config": args.config,
             "size": args.size,
             "annotators": args.annotators,
-            "single": _percentiles(single),
-            "concurrent": _percentiles(concurrent),
+            "single": percentiles(single),
+            "concurrent": percentiles(concurrent),
             "concurrent_clicks_per_s": len(concurrent) / wall,
         }
         if args.hostile:
@@ -342,16 +232,16 @@ def run_backend_bench(args: argparse.Namespace) -> int:
         if args.projects == 2:
             report["projects"], scope_of = _projects_run(args, Path(tmp), app, clicks)
         server.close()
-        report["mismatches"] = _check_answers(
+        report["mismatches"] = check_answers(
             app, runtime, plans, clicks.answers.get("calm", {}), size
         )
         report["failed_requests"] = clicks.failures.get("calm", [])
         if args.hostile:
-            report["hostile"]["mismatches"] = _check_answers(
+            report["hostile"]["mismatches"] = check_answers(
                 app, runtime, plans, clicks.answers.get("hostile", {}), size
             )
         if scope_of is not None:
-            report["projects"]["mismatches"] = _check_answers(
+            report["projects"]["mismatches"] = check_answers(
                 app, runtime, plans, clicks.answers.get("projects", {}), size, scope_of
             )
     _print(args, report)
