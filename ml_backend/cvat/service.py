@@ -103,6 +103,9 @@ class CvatService:
         prompts = codec.decode_prompts(body, height=height, width=width)
         predictor, _ = self.serving(scope)
         embedding = predictor.embed_keyed(frame.key, frame.load)
+        if embedding.original_hw != (height, width):  # a header that EXIF later contradicts
+            height, width = embedding.original_hw
+            prompts = codec.decode_prompts(body, height=height, width=width)
         result = predictor.predict(embedding, prompts, granularity=granularity)
         reply = codec.interactor_reply(result.masks[0], prompts)
         logger.info(
