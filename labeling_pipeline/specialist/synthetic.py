@@ -42,12 +42,16 @@ class TaskScene:
 def template_task(
     count: int, *, seed: int, template: str = "rings", height: int = 256, width: int = 320
 ) -> list[TaskScene]:
-    """Generate `count` scenes (seeds ``seed``, ``seed + 1``, ...) and their targets."""
+    """Generate `count` scenes (seeds ``seed``, ``seed + 1``, ...) and their targets.
+
+    `template` is one of `labeling_pipeline.evaluation.synthetic.SHAPES`, or "any" (every object
+    is the label: objects against background clutter).
+    """
     config = SceneConfig(height=height, width=width, margin_px=max(4, height // 24))
     out = []
     for index in range(count):
         scene = generate_scene(seed + index, config)
-        objects = tuple((o.mask, o.shape == template) for o in scene.objects)
+        objects = tuple((o.mask, template in ("any", o.shape)) for o in scene.objects)
         target = np.zeros((height, width), bool)
         for mask, hit in objects:
             target |= mask & hit
@@ -64,10 +68,13 @@ def store_task_project(
     label: str,
     other_label: str = "Other",
     label_config: str | None = None,
+    ls_project_id: int | None = None,
 ) -> int:
     """Store the scenes as a project's images with one accepted annotation each; return its id."""
     with store.session() as session:
-        project_id = get_or_create_project(session, name, label_config=label_config).id
+        project_id = get_or_create_project(
+            session, name, ls_project_id=ls_project_id, label_config=label_config
+        ).id
     for index, scene in enumerate(scenes):
         buffer = io.BytesIO()
         Image.fromarray(scene.image).save(buffer, format="PNG")

@@ -43,6 +43,7 @@ from ml_backend.label_studio.schemas import (
     ls_project_id,
     validate,
 )
+from ml_backend.label_studio.specialist_predictions import specialist_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ def predict(ctx: BackendContext, body: Mapping[str, Any]) -> dict[str, Any]:
             return {"results": []}
         ctx.metrics.predictions.labels("interactive").inc()
         return {"results": [_interactive(ctx, request.tasks[0], config, group, project_id)]}
+    specialist = specialist_predictions(ctx, request.tasks, config, project_id, settings)
+    if specialist is not None:  # the project's task specialist pre-annotates
+        return {"results": specialist}
     if not settings.preannotate:  # the task was opened: its first click is coming
         prefetch_opened(ctx, request.tasks, config, project_id)
         return {"results": []}
