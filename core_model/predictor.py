@@ -17,6 +17,7 @@ import torch
 
 from core_model.cache import EmbeddingCache, LRUEmbeddingCache
 from core_model.errors import InvalidImageError, InvalidPromptError
+from core_model.grid_decode import decode_shared, use_shared_decode
 from core_model.imageio import MAX_IMAGE_PIXELS
 from core_model.modeling.unsamv2 import DecoderOutput, ModelInfo, UnSAMv2Model
 from core_model.preprocess import (
@@ -215,9 +216,12 @@ class GranularityPredictor:
                 out = self.model.decode_sam2(*args, mask_input=mask_input)
                 return _pick_by_area_rank(out, granularities)
             g = torch.tensor(granularities, dtype=torch.float32, device=self.device)[:, None]
-            out = self.model.decode_granularity(
-                *args, g, mask_input=mask_input, multimask_output=multimask_output
-            )
+            if use_shared_decode(embedding.image_embed, point_coords, mask_input, multimask_output):
+                out = decode_shared(self.model, *args, g)  # same result, image work shared
+            else:
+                out = self.model.decode_granularity(
+                    *args, g, mask_input=mask_input, multimask_output=multimask_output
+                )
         return DecoderOutput(out.low_res_logits.float(), out.iou.float())
 
     def predict(

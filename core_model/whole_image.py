@@ -1,13 +1,21 @@
 """`WholeImageSegmenter`: automatic masks from a grid of single-click prompts.
 
-For each granularity, every grid point is decoded as a one-click prompt (batched), candidates
-are filtered by predicted IoU and by stability (IoU of the mask thresholded at +-offset around
-the mask threshold), suppressed by box NMS and ranked by predicted IoU. Filtering, boxes and NMS
-work on the low-resolution logits (boxes scaled to the image) so only the kept masks are
-upsampled to full resolution: on CPU this is what keeps a 32x32 grid practical.
+For each granularity, grid points are decoded as one-click prompts in chunks of
+`WholeImageConfig.points_per_batch` (one decoder call per chunk, all sharing the image's cached
+embedding). Candidates are filtered by predicted IoU and by stability (IoU of the mask
+thresholded at +-offset around the mask threshold) on the low-resolution logits, suppressed by
+box NMS (boxes from the low-resolution masks, scaled to the image) and ranked by predicted IoU;
+only the kept masks are upsampled to the image size.
+
+The grid is visited coarse to fine (a sparse sub-grid first, then the points between), and after
+every chunk the points that fall inside a mask already accepted at that granularity (a box-NMS
+survivor so far) are dropped, as a mask decoded from them would mostly be suppressed by that one
+(`WholeImageConfig.skip_covered_points`; off when NMS is off). This changes the result within
+the tolerance that `core_model.whole_image_reference.compare_masks` measures against the first
+algorithm (kept as `reference_run`); without skipping the masks are the same.
 
 A run can be bounded: `WholeImageConfig.deadline_s` and a caller's ``should_stop`` hook are
-checked before every decoder batch; when either says stop, the masks found so far are ranked and
+checked before every decoder chunk; when either says stop, the masks found so far are ranked and
 returned, and `WholeImageRun` reports how much of the grid was decoded.
 
 Defaults follow SAM-2's automatic mask generator (points_per_side 32, points_per_batch 64,
@@ -18,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +55,8 @@ class WholeImageConfig:
         max_masks: Keep at most this many masks (highest score first).
         deadline_s: Stop decoding grid batches once this many seconds have passed since the
             run started (None: no limit); the masks found so far are returned.
+        skip_covered_points: Do not decode grid points inside a mask already accepted at the
+            same granularity (ignored when box_nms_thresh >= 1: nothing is suppressed then).
     """
 
     points_per_side: int = 32
@@ -59,6 +69,7 @@ class WholeImageConfig:
     min_mask_area_px: int = 0
     max_masks: int = 100
     deadline_s: float | None = None
+    skip_covered_points: bool = True
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1 or self.points_per_batch < 1 or self.max_masks < 1:
@@ -98,25 +109,18 @@ class WholeImageRun:
         masks: Masks ranked by score (highest first).
         points_decoded: Grid clicks decoded, over all granularities.
         points_total: Grid clicks of a complete run (points_per_side^2 per granularity).
+        points_skipped: Grid clicks not decoded because an accepted mask covered them.
     """
 
     masks: list[GeneratedMask]
     points_decoded: int
     points_total: int
+    points_skipped: int = 0
 
     @property
     def complete(self) -> bool:
-        """Whether the whole grid was decoded (False: stopped by the deadline or the hook)."""
-        return self.points_decoded >= self.points_total
-
-
-@dataclass
-class _Candidates:
-    logits: list[torch.Tensor]
-    scores: list[npt.NDArray[np.float32]]
-    stability: list[npt.NDArray[np.float32]]
-    points: list[npt.NDArray[np.float32]]
-    granularity: list[npt.NDArray[np.float64]]
+        """Whether the whole grid was handled (False: stopped by the deadline or the hook)."""
+        return self.points_decoded + self.points_skipped >= self.points_total
 
 
 def grid_points(height: int, width: int, points_per_side: int) -> npt.NDArray[np.float32]:
@@ -126,12 +130,46 @@ def grid_points(height: int, width: int, points_per_side: int) -> npt.NDArray[np
     return np.stack([xs.ravel(), ys.ravel()], axis=1)
 
 
+def coarse_to_fine_order(points_per_side: int) -> npt.NDArray[np.int64]:
+    """Return a permutation of the row-major grid indices, sparse sub-grids first.
+
+    Index i of a side has level = its number of trailing zero bits (0 counts as the highest); a
+    point's level is the lower of its column's and row's, and higher levels come first (ties in
+    row-major order). For a 32 x 32 grid the first 64 points are the 8 x 8 sub-grid of stride 4.
+    """
+    n = points_per_side
+    index = np.arange(n)
+    level = np.zeros(n, dtype=np.int64)
+    for bit in range(1, max(1, n).bit_length() + 1):
+        level[index % (1 << bit) == 0] = bit
+    point_level = np.minimum.outer(level, level).ravel()  # row (y) major, as grid_points
+    return np.argsort(-point_level, kind="stable").astype(np.int64)
+
+
 def stability_scores(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
     """Return (B,) IoU between masks at threshold+offset and threshold-offset of (B, h, w)."""
     flat = logits.flatten(1)
     inner = (flat > threshold + offset).sum(1).float()
     outer = (flat > threshold - offset).sum(1).float()
     return torch.where(outer > 0, inner / outer.clamp(min=1), torch.ones_like(outer))
+
+
+@dataclass
+class _Pool:
+    """Candidates of one granularity, in decoding order."""
+
+    logits: list[torch.Tensor] = field(default_factory=list)  # (k, h, w) float16 each
+    boxes: list[npt.NDArray[np.float32]] = field(default_factory=list)  # (k, 4) image pixels
+    scores: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    stability: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    grid_index: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    covers: list[npt.NDArray[np.bool_]] = field(default_factory=list)  # (k, n_grid) inside mask
+
+    def covered(self, nms_thresh: float) -> npt.NDArray[np.bool_]:
+        """Return (n_grid,) bool: grid points inside a box-NMS survivor of this pool."""
+        survivors = nms_xyxy(np.concatenate(self.boxes), np.concatenate(self.scores), nms_thresh)
+        inside = np.concatenate(self.covers)[survivors].any(axis=0)
+        return np.asarray(inside, dtype=bool)
 
 
 class WholeImageSegmenter:
@@ -184,61 +222,118 @@ class WholeImageSegmenter:
         cfg = self.config
         height, width = embedding.original_hw
         points = grid_points(height, width, cfg.points_per_side)
-        found = _Candidates([], [], [], [], [])
-        decoded = 0
 
         def stop() -> bool:
             late = cfg.deadline_s is not None and time.monotonic() - started > cfg.deadline_s
             return late or (should_stop is not None and should_stop())
 
+        pools: list[tuple[float, _Pool]] = []
+        decoded = skipped = 0
         for granularity in values:
-            for start in range(0, len(points), cfg.points_per_batch):
-                if stop():
-                    break
-                batch = points[start : start + cfg.points_per_batch]
-                self._decode_batch(embedding, batch, granularity, found)
-                decoded += len(batch)
-        masks = self._select(found, embedding.original_hw) if found.logits else []
-        return WholeImageRun(masks, decoded, len(points) * len(values))
+            pool = _Pool()
+            pools.append((granularity, pool))
+            done, dropped, stopped = self._decode_grid(embedding, points, granularity, pool, stop)
+            decoded, skipped = decoded + done, skipped + dropped
+            if stopped:
+                break
+        masks = self._select(pools, points, embedding.original_hw)
+        return WholeImageRun(masks, decoded, len(points) * len(values), skipped)
+
+    def _decode_grid(
+        self,
+        embedding: ImageEmbedding,
+        points: npt.NDArray[np.float32],
+        granularity: float,
+        pool: _Pool,
+        stop: Callable[[], bool],
+    ) -> tuple[int, int, bool]:
+        """Decode the grid at one granularity; return (decoded, skipped, stopped early)."""
+        cfg = self.config
+        skip = cfg.skip_covered_points and cfg.box_nms_thresh < 1.0
+        pending = coarse_to_fine_order(cfg.points_per_side)
+        position = decoded = skipped = 0
+        while position < len(pending):
+            if stop():
+                return decoded, skipped, True
+            chunk = pending[position : position + cfg.points_per_batch]
+            position += len(chunk)
+            decoded += len(chunk)
+            added = self._decode_batch(embedding, points, chunk, granularity, pool)
+            if skip and added and position < len(pending):
+                rest = pending[position:]
+                inside = pool.covered(cfg.box_nms_thresh)[rest]
+                skipped += int(inside.sum())
+                pending = np.concatenate([pending[:position], rest[~inside]])
+        return decoded, skipped, False
 
     def _decode_batch(
         self,
         embedding: ImageEmbedding,
         points: npt.NDArray[np.float32],
+        chunk: npt.NDArray[np.int64],
         granularity: float,
-        found: _Candidates,
-    ) -> None:
+        pool: _Pool,
+    ) -> int:
+        """Decode the grid points `chunk` in one call; add the candidates that pass the filters."""
         cfg, predictor = self.config, self.predictor
         size = predictor.image_size
-        coords = to_model_frame(points, embedding.original_hw, size)[:, None, :]
-        labels = torch.ones(len(points), 1, dtype=torch.int32)
+        coords = to_model_frame(points[chunk], embedding.original_hw, size)[:, None, :]
+        labels = torch.ones(len(chunk), 1, dtype=torch.int32)
         out = predictor.decode(
             embedding,
             coords.to(predictor.device),
             labels.to(predictor.device),
-            [granularity] * len(points),
+            [granularity] * len(chunk),
         )
         logits, iou = out.low_res_logits[:, 0], out.iou[:, 0]
-        stability = stability_scores(logits, predictor.mask_threshold, cfg.stability_score_offset)
+        threshold = predictor.mask_threshold
+        stability = stability_scores(logits, threshold, cfg.stability_score_offset)
         keep = (iou >= cfg.pred_iou_thresh) & (stability >= cfg.stability_score_thresh)
-        keep &= (logits > predictor.mask_threshold).flatten(1).any(1)
+        keep &= (logits > threshold).flatten(1).any(1)
         if not bool(keep.any()):
-            return
-        found.logits.append(logits[keep].to(torch.float16).cpu())
-        found.scores.append(iou[keep].cpu().numpy())
-        found.stability.append(stability[keep].cpu().numpy())
-        found.points.append(points[keep.cpu().numpy()])
-        found.granularity.append(np.full(int(keep.sum()), granularity, dtype=np.float64))
-
-    def _select(self, found: _Candidates, original_hw: tuple[int, int]) -> list[GeneratedMask]:
-        cfg = self.config
-        logits = torch.cat(found.logits)
-        scores, stability = np.concatenate(found.scores), np.concatenate(found.stability)
-        points, granularity = np.concatenate(found.points), np.concatenate(found.granularity)
-        height, width = original_hw
-        side = logits.shape[-1]
-        boxes = masks_to_boxes_xyxy((logits > self.predictor.mask_threshold).numpy())
+            return 0
+        kept = logits[keep].to(torch.float16).cpu()
+        binary = (kept > threshold).numpy()
+        height, width = embedding.original_hw
+        side = kept.shape[-1]
+        boxes = masks_to_boxes_xyxy(binary)
         boxes *= np.array([width, height, width, height], dtype=np.float32) / side
+        cols = np.minimum((points[:, 0] / width * side).astype(np.int64), side - 1)
+        rows = np.minimum((points[:, 1] / height * side).astype(np.int64), side - 1)
+        pool.logits.append(kept)
+        pool.boxes.append(boxes)
+        pool.scores.append(iou[keep].cpu().numpy())
+        pool.stability.append(stability[keep].cpu().numpy())
+        pool.grid_index.append(chunk[keep.cpu().numpy()])
+        pool.covers.append(binary[:, rows, cols])
+        return len(kept)
+
+    def _select(
+        self,
+        pools: list[tuple[float, _Pool]],
+        points: npt.NDArray[np.float32],
+        original_hw: tuple[int, int],
+    ) -> list[GeneratedMask]:
+        """Box NMS, rank by score, upsample the kept masks one at a time up to max_masks."""
+        cfg = self.config
+        filled = [(g, p) for g, p in pools if p.logits]
+        if not filled:
+            return []
+        # candidates in (granularity, row-major grid) order, as the reference decodes them
+        orders = [np.argsort(np.concatenate(p.grid_index), kind="stable") for _, p in filled]
+        logits = torch.cat(
+            [torch.cat(p.logits)[o] for (_, p), o in zip(filled, orders, strict=True)]
+        )
+
+        def gather(name: str) -> npt.NDArray[np.generic]:
+            parts = [np.concatenate(getattr(p, name)) for _, p in filled]
+            return np.concatenate([part[o] for part, o in zip(parts, orders, strict=True)])
+
+        boxes, scores, stability = gather("boxes"), gather("scores"), gather("stability")
+        grid_index = gather("grid_index")
+        granularity = np.concatenate(
+            [np.full(len(o), g, dtype=np.float64) for (g, _), o in zip(filled, orders, strict=True)]
+        )
         groups = (
             [np.arange(len(scores))]
             if cfg.nms_across_granularities
@@ -249,27 +344,25 @@ class WholeImageSegmenter:
         )
         kept = kept[np.argsort(-scores[kept], kind="stable")]
         results: list[GeneratedMask] = []
-        for start in range(0, len(kept), cfg.points_per_batch):
+        for i in kept:
             if len(results) >= cfg.max_masks:
                 break
-            chunk = kept[start : start + cfg.points_per_batch]
-            masks = upsample_masks(
-                logits[chunk].float(), original_hw, threshold=self.predictor.mask_threshold
+            mask = upsample_masks(
+                logits[i : i + 1].float(), original_hw, threshold=self.predictor.mask_threshold
             )
-            full_boxes = masks_to_boxes_xyxy(masks)
-            for i, mask, box in zip(chunk, masks, full_boxes, strict=True):
-                area = int(mask.sum())
-                if area == 0 or area < cfg.min_mask_area_px or len(results) >= cfg.max_masks:
-                    continue
-                results.append(
-                    GeneratedMask(
-                        mask=mask,
-                        score=float(scores[i]),
-                        stability_score=float(stability[i]),
-                        granularity=float(granularity[i]),
-                        point_xy=(float(points[i, 0]), float(points[i, 1])),
-                        box_xyxy=box,
-                        area_px=area,
-                    )
+            area = int(mask.sum())
+            if area == 0 or area < cfg.min_mask_area_px:
+                continue
+            x, y = points[grid_index[i]]
+            results.append(
+                GeneratedMask(
+                    mask=mask[0],
+                    score=float(scores[i]),
+                    stability_score=float(stability[i]),
+                    granularity=float(granularity[i]),
+                    point_xy=(float(x), float(y)),
+                    box_xyxy=masks_to_boxes_xyxy(mask)[0],
+                    area_px=area,
                 )
+            )
         return results
