@@ -24,6 +24,7 @@ from ml_backend.cli import (
     bench_encoder,
     bench_pseudo_label,
     bench_pseudo_quality,
+    bench_specialist,
     bench_synthetic,
     bench_train,
     bench_whole_image,
@@ -82,6 +83,7 @@ def add_parser(subparsers: Any) -> None:
     bench_pseudo_quality.add_parser(benches)
     bench_train.add_parser(benches)
     bench_synthetic.add_parser(benches)
+    bench_specialist.add_parser(benches)
     bench_backend.add_parser(benches)
     bench_whole_image.add_parser(benches)
     bench_encoder.add_parser(benches)

@@ -87,3 +87,15 @@ def test_job_records_the_outcome_and_a_redelivery_returns_it(
         job = get_job(session, job_id)
         assert job.status == "done" and job.progress_done == job.progress_total > 0
     assert run_specialist_job(settings.pipeline, store, job_id) == result
+
+
+def test_bench_specialist_reports_the_specialist_and_the_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    args = ["--variant", "test-tiny", "--train", "3", "--test", "2", "--epochs", "1"]
+    assert main(["bench", "specialist", *args, "--size", "128x96", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"].split()[0] for r in rows] == ["specialist", "plain"]
+    assert all(r["images"] == 2 and 0.0 <= r["miou"] <= 1.0 for r in rows)
+    assert "plain U-Net" in capsys.readouterr().out
