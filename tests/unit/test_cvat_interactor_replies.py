@@ -128,3 +128,14 @@ def test_frame_size_of_a_png_and_its_limits() -> None:
     bomb = {"image": base64.b64encode(data).decode()}
     with pytest.raises(InvalidImageError, match="limit 960"):
         codec.decode_frame(bomb, max_pixels=960).size()
+
+
+def test_reason_phrases_are_short_printable_ascii() -> None:
+    from ml_backend.cvat.dashboard import MAX_REASON_CHARS, reason_phrase
+
+    assert (
+        reason_phrase("point (5.0, 1.0) lies outside") == "UnSAMv2: point (5.0, 1.0) lies outside"
+    )
+    long = reason_phrase("granularité\r\nHost: evil " * 40)
+    assert long.isascii() and long.isprintable() and "\r" not in long
+    assert len(long) == MAX_REASON_CHARS and long.endswith("...")
