@@ -43,6 +43,12 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--first-tasks", type=int, default=3, help="tasks opened per path")
     parser.add_argument("--overload-clients", type=int, default=16)
     parser.add_argument("--overload-bound", type=int, default=3, help="clicks that may wait")
+    parser.add_argument(
+        "--batch-max-size",
+        type=int,
+        default=0,
+        help="clicks per decoder call on the new path (0: by device, as UNSAMV2_BATCH_MAX_SIZE)",
+    )
 
 
 def _app(root: Path, args: argparse.Namespace, name: str, env: dict[str, str]) -> tuple[Any, Any]:
@@ -164,7 +170,7 @@ def run_serving_bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "today": _app(
             root, args, "today", {"UNSAMV2_PREFETCH_WORKERS": "0", "UNSAMV2_BATCH_CLICKS": "no"}
         ),
-        "new": _app(root, args, "new", {}),
+        "new": _app(root, args, "new", {"UNSAMV2_BATCH_MAX_SIZE": str(args.batch_max_size)}),
     }
     rng = np.random.default_rng(0)
     tasks = [*range(args.annotators), *range(FIRST_TODAY, FIRST_TODAY + args.first_tasks)]
