@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 import requests
 import torch
+from browser_driver import artifacts_dir, chromium_driver
 from PIL import Image
 
 from core_model.build import build_model
@@ -31,54 +31,22 @@ from core_model.checkpoint import official_state_dict
 from core_model.masks.coco import decode_coco_rle
 from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scene
 
-from helpers import ServiceProcess, missing_service, wait_for
+from helpers import ServiceProcess, wait_for
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[2]
 AUTH = ("play", "ground-pass")
 SCENE = SceneConfig(height=360, width=480)
 
 
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
-    root = Path(os.environ.get("UNSAMV2_ARTIFACTS_DIR") or REPO / "artifacts")
-    folder = root / "playground"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _browser_paths() -> tuple[str, str]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        missing_service(
-            "Chromium and its driver are not installed (apt-get install chromium chromium-driver)"
-        )
-    return chromium, driver
+    return artifacts_dir("playground")
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
-    chromium, driver_path = _browser_paths()
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing_service("selenium is not installed (pip install -e '.[test]')")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1300,1100",
-        "--force-device-scale-factor=1",
-        "--no-first-run",
-        "--disable-extensions",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = chromium_driver(1300, 1100)
     try:
         token = base64.b64encode(":".join(AUTH).encode()).decode()
         driver.execute_cdp_cmd("Network.enable", {})
