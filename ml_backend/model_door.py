@@ -158,12 +158,13 @@ class ModelDoor:
         """Return once the model is idle (see `idle`), for background work to start.
 
         Raises:
-            BackgroundCancelledError: `cancelled()` became true first.
+            BackgroundCancelledError: `cancelled()` is true (checked first, then while waiting).
         """
-        while not self.idle():
-            if cancelled():
-                raise BackgroundCancelledError("background run cancelled while waiting")
+        while not cancelled():
+            if self.idle():
+                return
             time.sleep(_BACKGROUND_POLL_S)
+        raise BackgroundCancelledError("background run cancelled: it became stale")
 
     def acquire(self, lane: _Lane) -> None:
         """Take a slot of `lane`, waiting in line; raise `ModelBusyError` if the line is full."""

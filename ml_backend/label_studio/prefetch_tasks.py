@@ -22,7 +22,7 @@ from labeling_pipeline.label_studio.config import ProjectConfig
 from labeling_pipeline.store.versions import serving_scope
 from ml_backend.label_studio.context import BackendContext
 from ml_backend.label_studio.schemas import Task
-from ml_backend.model_door import GatedPredictor
+from ml_backend.model_door import BackgroundCancelledError, GatedPredictor
 from ml_backend.prefetch import PrefetchJob
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ def _embed_job(
     ctx: BackendContext, scope: str, url: str, client: LabelStudioClient | None
 ) -> PrefetchJob:
     def run(stale: Callable[[], bool]) -> None:
+        if stale():  # its annotator has moved on: no download either
+            raise BackgroundCancelledError(f"prefetch of {url[:200]} is stale")
         predictor, _ = ctx.runtime.serving(scope)
         key, load = ctx.images.resolve(url, client=client)
         if isinstance(predictor, GatedPredictor):

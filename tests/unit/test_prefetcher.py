@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from ml_backend.model_door import BackgroundCancelledError, ModelDoor
 from ml_backend.prefetch import Prefetcher, PrefetchJob
 
@@ -93,3 +95,11 @@ def test_a_failing_job_is_counted_and_the_worker_goes_on() -> None:
     assert prefetcher.wait_idle(10)
     assert prefetcher.stats().failed == 1
     prefetcher.close()
+
+
+def test_a_stale_job_does_not_start_even_on_an_idle_model() -> None:
+    door = ModelDoor()
+    assert door.idle()
+    door.wait_until_idle(lambda: False)  # idle and wanted: returns at once
+    with pytest.raises(BackgroundCancelledError, match="stale"):
+        door.wait_until_idle(lambda: True)
