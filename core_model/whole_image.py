@@ -8,11 +8,12 @@ box NMS (boxes from the low-resolution masks, scaled to the image) and ranked by
 only the kept masks are upsampled to the image size.
 
 The grid is visited coarse to fine (a sparse sub-grid first, then the points between), and after
-every chunk the points that fall inside a mask already accepted at that granularity (a box-NMS
-survivor so far) are dropped, as a mask decoded from them would mostly be suppressed by that one
-(`WholeImageConfig.skip_covered_points`; off when NMS is off). This changes the result within
-the tolerance that `core_model.whole_image_reference.compare_masks` measures against the first
-algorithm (kept as `reference_run`); without skipping the masks are the same.
+every chunk the points inside a mask already accepted at that granularity (a box-NMS survivor so
+far; inside: the point's low-resolution cell and its 8 neighbours) are dropped, as a mask decoded
+from them would mostly be suppressed by that one (`WholeImageConfig.skip_covered_points`; off
+when NMS is off). This changes the result within the tolerance that
+`core_model.whole_image_reference.compare_masks` measures against the first algorithm (kept as
+`reference_run`); without skipping the masks are the same.
 
 A run can be bounded: `WholeImageConfig.deadline_s` and a caller's ``should_stop`` hook are
 checked before every decoder chunk; when either says stop, the masks found so far are ranked and
@@ -144,6 +145,33 @@ def coarse_to_fine_order(points_per_side: int) -> npt.NDArray[np.int64]:
         level[index % (1 << bit) == 0] = bit
     point_level = np.minimum.outer(level, level).ravel()  # row (y) major, as grid_points
     return np.argsort(-point_level, kind="stable").astype(np.int64)
+
+
+def interior_at(
+    masks: npt.NDArray[np.bool_], points: npt.NDArray[np.float32], original_hw: tuple[int, int]
+) -> npt.NDArray[np.bool_]:
+    """Return (K, P) bool: point p lies in the interior of low-resolution mask k.
+
+    Args:
+        masks: (K, h, w) bool low-resolution masks (the image stretched to h x w).
+        points: (P, 2) float32 (x, y) pixels of the original image.
+        original_hw: (H, W) of the original image.
+
+    A point is inside when its low-resolution cell and the 8 cells around it (clipped at the
+    border) are all in the mask: a click on a mask's edge, or in a mask with holes, may belong
+    to something else and is still decoded.
+    """
+    height, width = original_hw
+    side_h, side_w = masks.shape[1:]
+    cols = np.minimum((points[:, 0] / width * side_w).astype(np.int64), side_w - 1)
+    rows = np.minimum((points[:, 1] / height * side_h).astype(np.int64), side_h - 1)
+    inside = np.ones((masks.shape[0], len(points)), dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            r = np.clip(rows + dy, 0, side_h - 1)
+            c = np.clip(cols + dx, 0, side_w - 1)
+            inside &= masks[:, r, c]
+    return inside
 
 
 def stability_scores(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
@@ -298,14 +326,12 @@ class WholeImageSegmenter:
         side = kept.shape[-1]
         boxes = masks_to_boxes_xyxy(binary)
         boxes *= np.array([width, height, width, height], dtype=np.float32) / side
-        cols = np.minimum((points[:, 0] / width * side).astype(np.int64), side - 1)
-        rows = np.minimum((points[:, 1] / height * side).astype(np.int64), side - 1)
         pool.logits.append(kept)
         pool.boxes.append(boxes)
         pool.scores.append(iou[keep].cpu().numpy())
         pool.stability.append(stability[keep].cpu().numpy())
         pool.grid_index.append(chunk[keep.cpu().numpy()])
-        pool.covers.append(binary[:, rows, cols])
+        pool.covers.append(interior_at(binary, points, (height, width)))
         return len(kept)
 
     def _select(

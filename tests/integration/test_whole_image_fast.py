@@ -18,6 +18,7 @@ from core_model.whole_image import (
     WholeImageSegmenter,
     coarse_to_fine_order,
     grid_points,
+    interior_at,
 )
 from core_model.whole_image_reference import compare_masks, reference_run
 from ml_backend.cli.bench_images import bench_image
@@ -36,6 +37,13 @@ def predictor(tiny_model) -> GranularityPredictor:
 @pytest.fixture(scope="module", params=[0, 1])
 def embedding(request, predictor):
     return predictor.embed(bench_image(128, 96, seed=request.param))
+
+
+@pytest.fixture(scope="module")
+def solid(tiny_model) -> GranularityPredictor:
+    """A lower mask threshold: the random model's noisy masks become large and solid, so
+    accepted masks have interiors and coverage skipping has clicks to skip."""
+    return GranularityPredictor(tiny_model, mask_threshold=-0.1)
 
 
 def test_shared_decoder_matches_the_model(tiny_model, predictor, embedding) -> None:
@@ -67,13 +75,14 @@ def test_without_skipping_the_masks_are_the_first_algorithms(predictor, embeddin
 
 
 @pytest.mark.parametrize("nms", [0.7, 0.95])
-def test_skipping_stays_within_the_tolerance(predictor, embedding, nms) -> None:
+def test_skipping_stays_within_the_tolerance(solid, embedding, nms) -> None:
     config = replace(OPEN, box_nms_thresh=nms)
-    first = reference_run(predictor, config, embedding, granularities=GRANULARITIES)
-    new = WholeImageSegmenter(predictor, config).run(embedding, granularities=GRANULARITIES)
+    first = reference_run(solid, config, embedding, granularities=GRANULARITIES)
+    new = WholeImageSegmenter(solid, config).run(embedding, granularities=GRANULARITIES)
     agreement = compare_masks(first.masks, new.masks)
     assert agreement.worst == 1.0, agreement  # every mask has a match at IoU >= 0.9, both ways
-    assert new.complete and new.points_decoded + new.points_skipped == first.points_total
+    assert new.points_skipped > 0 and new.complete
+    assert new.points_decoded + new.points_skipped == first.points_total
 
 
 def test_compare_masks_counts_matches_both_ways(predictor, embedding) -> None:
@@ -87,30 +96,36 @@ def test_compare_masks_counts_matches_both_ways(predictor, embedding) -> None:
     assert compare_masks([], []).worst == 1.0
 
 
-def test_covered_points_are_not_decoded(predictor, embedding, monkeypatch) -> None:
+def test_covered_points_are_not_decoded(solid, embedding, monkeypatch) -> None:
     """Every decoded click lies outside the NMS survivors of the chunks decoded before it."""
-    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # clicks, masks, scores
-    real_decode = predictor.decode
+    chunks: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = []  # g, clicks, masks, iou
+    real_decode = solid.decode
 
     def recording_decode(emb, coords, labels, granularities, **kwargs):
         out = real_decode(emb, coords, labels, granularities, **kwargs)
-        binary = (out.low_res_logits[:, 0].to(torch.float16) > 0).numpy()
-        chunks.append((coords[:, 0].numpy().copy(), binary, out.iou[:, 0].numpy()))
+        logits = out.low_res_logits[:, 0].to(torch.float16)
+        binary = (logits > solid.mask_threshold).numpy()
+        clicks = coords[:, 0].numpy().copy()
+        chunks.append((granularities[0], clicks, binary, out.iou[:, 0].numpy()))
         return out
 
-    monkeypatch.setattr(predictor, "decode", recording_decode)
-    run = WholeImageSegmenter(predictor, replace(OPEN, box_nms_thresh=0.7)).run(embedding)
+    monkeypatch.setattr(solid, "decode", recording_decode)
+    config = replace(OPEN, box_nms_thresh=0.7)
+    run = WholeImageSegmenter(solid, config).run(embedding, granularities=GRANULARITIES)
     assert run.points_skipped > 0 and run.complete
-    assert run.points_decoded == sum(len(c[0]) for c in chunks) < 64
-    size, side = predictor.image_size, chunks[0][1].shape[-1]
+    assert run.points_decoded == sum(len(c[1]) for c in chunks) < 128
     height, width = embedding.original_hw
-    for k in range(1, len(chunks)):
-        binary = np.concatenate([c[1] for c in chunks[:k]])
-        scores = np.concatenate([c[2] for c in chunks[:k]])
+    scale = np.array([width, height], dtype=np.float32) / solid.image_size
+    side = chunks[0][2].shape[-1]
+    for k, (granularity, clicks, _, _) in enumerate(chunks):
+        before = [c for c in chunks[:k] if c[0] == granularity]
+        if not before:
+            continue
+        binary = np.concatenate([c[2] for c in before])
+        scores = np.concatenate([c[3] for c in before])
         boxes = masks_to_boxes_xyxy(binary) * np.array([width, height] * 2) / side
         survivors = nms_xyxy(boxes, scores, 0.7)
-        cells = np.minimum((chunks[k][0] / size * side).astype(int), side - 1)
-        assert not binary[survivors][:, cells[:, 1], cells[:, 0]].any()
+        assert not interior_at(binary[survivors], clicks * scale, (height, width)).any()
 
 
 def test_only_kept_masks_are_upsampled(predictor, embedding, monkeypatch) -> None:
@@ -150,3 +165,14 @@ def test_coarse_to_fine_order_is_a_permutation_sparse_first() -> None:
     assert sorted(set(first[:, 0].tolist())) == [0.5 + 4 * i for i in range(8)]
     assert sorted(set(first[:, 1].tolist())) == [0.5 + 4 * i for i in range(8)]
     assert coarse_to_fine_order(1).tolist() == [0]
+
+
+def test_interior_needs_the_cell_and_its_neighbours() -> None:
+    mask = np.zeros((1, 8, 8), dtype=bool)
+    mask[0, 1:6, 1:6] = True
+    mask[0, 4, 4] = False  # a hole
+    # (x, y) pixels of a 16 x 16 image: 2 pixels per low-resolution cell
+    points = np.array([[4.5, 4.5], [6.5, 6.5], [2.5, 2.5], [10.5, 4.5], [0.5, 0.5]], np.float32)
+    inside = interior_at(mask, points, (16, 16))[0]
+    # cell (2,2): 3x3 all in; (3,3): next to the hole; (1,1), (5,2): on the edge; (0,0): out
+    assert inside.tolist() == [True, False, False, False, False]
