@@ -76,6 +76,7 @@ class _Clusters:
     def __init__(self, features: npt.NDArray[np.float64], height: int, width: int):
         n = features.shape[0]
         self.sums = features.copy()
+        self.norms = np.linalg.norm(self.sums, axis=1)  # kept up to date for merged clusters
         self.size = np.ones(n, dtype=np.int64)
         self.parent = np.arange(n, dtype=np.int64)
         self.stamp = np.zeros(n, dtype=np.int64)
@@ -113,6 +114,7 @@ class _Clusters:
         self.parent[gone] = keep
         self.size[keep] += self.size[gone]
         self.sums[keep] += self.sums[gone]
+        self.norms[keep] = float(np.sqrt(self.sums[keep] @ self.sums[keep]))
         for other in self.neighbours[gone]:
             if other != keep:
                 self.neighbours[other].discard(gone)
@@ -124,10 +126,10 @@ class _Clusters:
         if not merged:
             return
         others = np.fromiter(merged, dtype=np.int64, count=len(merged))
-        vectors = self.sums[others]
-        own = self.sums[keep]
         similarity = (
-            vectors @ own / np.maximum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(own), 1e-12)
+            self.sums[others]
+            @ self.sums[keep]
+            / np.maximum(self.norms[others] * self.norms[keep], 1e-12)
         )
         for other, value in zip(others.tolist(), similarity.tolist(), strict=True):
             lo, hi = (keep, other) if keep < other else (other, keep)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from core_model.types import BoolMask
@@ -55,6 +56,23 @@ class StageTrace:
         boxed = BoxedMask.from_mask(mask, y0, x0)
         if boxed is not None:
             self.stages[stage].append(boxed)
+
+    def rescaled(self, scale_y: float, scale_x: float) -> StageTrace:
+        """Return the trace with every mask resized by (scale_y, scale_x) (bilinear, > 0.5)."""
+        out = StageTrace(fallback=self.fallback)
+        for stage, masks in self.stages.items():
+            for m in masks:
+                y0, x0 = round(m.y0 * scale_y), round(m.x0 * scale_x)
+                h, w = m.crop.shape
+                size = (
+                    max(1, round((m.y0 + h) * scale_y) - y0),
+                    max(1, round((m.x0 + w) * scale_x) - x0),
+                )
+                crop = cv2.resize(
+                    m.crop.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR
+                )
+                out.add(stage, crop > 0.5, y0, x0)
+        return out
 
     def best_iou(self, stage: str, truth: BoolMask) -> float:
         """Return the best IoU of a full-frame (H, W) bool mask with the stage's masks."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,12 @@ from labeling_pipeline.pseudo_labels.refine import (
     snap_to_parts,
 )
 from labeling_pipeline.pseudo_labels.relations import InstanceHierarchy, find_hierarchies
+from labeling_pipeline.pseudo_labels.scaling import (
+    resize_image,
+    resize_mask,
+    upscale_rle,
+    working_size,
+)
 from labeling_pipeline.pseudo_labels.split import join_adjacent_pieces, split_proposal
 
 logger = logging.getLogger(__name__)
@@ -380,6 +386,9 @@ def pseudo_label_image(
 ) -> list[PseudoMask]:
     """Run divide, relations, conquer, NMS, refinement and granularity on one image.
 
+    The stages work at `config.work_max_side` (`scaling`); masks (and the trace) come back at
+    the image's own size.
+
     Args:
         image: (H, W, 3) uint8 RGB.
         extractor: Patch-feature extractor (used for the divide and the conquer stages).
@@ -396,6 +405,37 @@ def pseudo_label_image(
     """
     config = config or PseudoLabelConfig()
     check_image(image)
+    height, width = image.shape[:2]
+    for index, p in enumerate(proposals):
+        if np.shape(p.mask) != (height, width):
+            raise ProposalError(
+                f"proposal {index} has shape {np.shape(p.mask)}, image is {(height, width)}"
+            )
+    size = working_size(height, width, config.work_max_side)
+    if size == (height, width):
+        return _pseudo_label(image, extractor, config, proposals, trace)
+    small = [Proposal(resize_mask(np.asarray(p.mask), size), p.score, p.source) for p in proposals]
+    inner = StageTrace() if trace is not None else None
+    masks = _pseudo_label(resize_image(image, size), extractor, config, small, inner)
+    if trace is not None and inner is not None:
+        scaled = inner.rescaled(height / size[0], width / size[1])
+        trace.stages, trace.fallback = scaled.stages, scaled.fallback
+    out = []
+    for m in masks:
+        big = upscale_rle(m.segmentation, (height, width))
+        if big is not None:
+            out.append(replace(m, segmentation=big[0], area=big[1], bbox_xywh=big[2]))
+    return out
+
+
+def _pseudo_label(
+    image: npt.NDArray[np.uint8],
+    extractor: FeatureExtractor,
+    config: PseudoLabelConfig,
+    proposals: Sequence[Proposal],
+    trace: StageTrace | None,
+) -> list[PseudoMask]:
+    """Run the stages on an image at its working size (see `pseudo_label_image`)."""
     height, width = image.shape[:2]
     candidates = _divide(image, extractor, config, proposals)
     if trace is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,7 +12,7 @@ from labeling_pipeline.pseudo_labels.refine import snap_to_parts
 from labeling_pipeline.pseudo_labels.split import join_adjacent_pieces
 
 
-def strip(columns: slice, shape: tuple[int, int] = (6, 12)) -> np.ndarray:
+def strip(columns: slice, shape: tuple[int, int] = (6, 12)) -> npt.NDArray[np.bool_]:
     mask = np.zeros(shape, bool)
     mask[1:5, columns] = True
     return mask
