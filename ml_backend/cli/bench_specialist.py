@@ -1,7 +1,8 @@
 """`unsamv2 bench specialist`: the task specialist on a synthetic task, and its speed.
 
-Quality: generated part/whole scenes; the task is "every object of one template" (default: the
-ring objects; other objects and background clutter are negatives). The specialist is trained on
+Quality: generated part/whole scenes; the task is "every object" against textured background
+clutter (`--template any`, the default), or "every object of one template" (e.g. `rings`: other
+objects are negatives too, a much harder shape task). The specialist is trained on
 the accepted masks of `--train` scenes and scored on `--test` other scenes (mIoU, Dice, MAE,
 S-measure, probability threshold 0.5); a plain U-Net with the same decoder but no SAM 2 / DINOv2
 features is trained on the same data as the baseline. Weights are random here (no pretrained
@@ -35,7 +36,7 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--train", type=int, default=40, help="training scenes (40)")
     p.add_argument("--test", type=int, default=20, help="held-out scenes (20)")
     p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--template", default="rings", help="the task: every object of this template")
+    p.add_argument("--template", default="any", help="the task: every object of this template")
     p.add_argument("--size", default="320x256", help="scene WIDTHxHEIGHT")
     p.add_argument("--no-baseline", action="store_true", help="skip the plain U-Net")
     p.add_argument("--speed", action="store_true", help="also time prediction and training")
@@ -43,6 +44,16 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.set_defaults(run=run_specialist_bench)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
+    if width < 64 or height < 64:
+        raise argparse.ArgumentTypeError(f"scenes must be at least 64x64, got {text!r}")
+    return width, height
 
 
 def run_specialist_bench(args: argparse.Namespace) -> int:
@@ -55,11 +66,10 @@ def run_specialist_bench(args: argparse.Namespace) -> int:
         run_task_benchmark,
         train_speed,
     )
-    from ml_backend.cli.bench import parse_size
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    width, height = parse_size(args.size)
+    width, height = _size(args.size)
     config = TaskBenchConfig(
         variant=args.variant,
         train_scenes=args.train,
