@@ -62,7 +62,7 @@ def add_parser(benches: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default="small", help="model variant (random weights)")
-    p.add_argument("--size", default="1024x768", metavar="WxH", help="frame size")
+    p.add_argument("--size", type=_size, default=(1024, 768), metavar="WxH", help="frame size")
     p.add_argument("--grids", type=int, nargs="+", default=[16, 32], help="points per side")
     p.add_argument(
         "--granularities", type=int, nargs="+", default=[1, 3], choices=sorted(GRANULARITY_SETS)
@@ -78,6 +78,17 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.set_defaults(run=run_whole_image)
+
+
+def _size(text: str) -> tuple[int, int]:
+    """Parse "WIDTHxHEIGHT"."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return width, height
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -155,11 +166,10 @@ def run_whole_image(args: argparse.Namespace) -> int:
     from core_model.build import build_model
     from core_model.predictor import GranularityPredictor
     from core_model.whole_image import WholeImageConfig
-    from ml_backend.cli.bench import parse_size
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    width, height = parse_size(args.size)
+    width, height = args.size
     torch.manual_seed(0)
     model = build_model(args.config, device=args.device)
     predictor = GranularityPredictor(model)

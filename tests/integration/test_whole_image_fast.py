@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -176,3 +177,16 @@ def test_interior_needs_the_cell_and_its_neighbours() -> None:
     inside = interior_at(mask, points, (16, 16))[0]
     # cell (2,2): 3x3 all in; (3,3): next to the hole; (1,1), (5,2): on the edge; (0,0): out
     assert inside.tolist() == [True, False, False, False, False]
+
+
+def test_bench_prints_both_paths_and_the_agreement(tmp_path, capsys) -> None:
+    from ml_backend.cli import main
+
+    out = tmp_path / "bench.json"
+    args = ["bench", "whole-image", "--config", "test-tiny", "--size", "64x48", "--grids", "4"]
+    assert main([*args, "--granularities", "1", "--json", str(out)]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[:2] == ["4x4", "1"] and row[-2] == "1.00/1.00"  # same masks both ways
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["new_points_decoded"] + result["new_points_skipped"] == 16
+    assert result["first_s"] > 0 and result["speedup"] == result["first_s"] / result["new_s"]
