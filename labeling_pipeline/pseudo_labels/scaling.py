@@ -31,9 +31,8 @@ def resize_image(image: npt.NDArray[np.uint8], size_hw: tuple[int, int]) -> npt.
     """Return an (H, W, 3) uint8 image resized to `size_hw` (area averaging when shrinking)."""
     if image.shape[:2] == size_hw:
         return image
-    out: npt.NDArray[np.uint8] = cv2.resize(
-        image, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA
-    )
+    resized = cv2.resize(image, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+    out: npt.NDArray[np.uint8] = np.asarray(resized, dtype=np.uint8)
     return out
 
 
