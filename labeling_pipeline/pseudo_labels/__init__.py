@@ -12,9 +12,10 @@ Public API:
 Modules: `features` (protocol), `extractors` (factory, ``auto`` choice), `color_features`,
 `dino_features`, `ncut` (divide), `split` (touching objects, joined leaves), `relations`,
 `conquer`, `mask_ops` (NMS), `refine` (GrabCut, snapping to parts), `granularity`, `fallback`
-(instance of last resort), `candidates`, `divide_conquer` (one image in memory), `scaling`
-(working resolution), `diagnostics` (per-stage trace), `output` (JSON), `pipeline` (files),
-`proposals`, `visualize`, `config`.
+(instance of last resort), `candidates`, `divide_conquer` (one image in memory),
+`instance_stages` (refine, conquer and snap one instance), `scaling` (working resolution),
+`diagnostics` (per-stage trace), `output` (JSON), `pipeline` (files), `proposals`,
+`visualize`, `config`.
 """
 
 from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig, PseudoLabelConfigError
