@@ -81,3 +81,45 @@ class ServiceProcess:
                 self.process.wait()
         self._log.close()
         return int(self.process.returncode)
+
+
+def tiny_backend_env(
+    tmp_path: Path,
+    model: Any,
+    *,
+    port: int,
+    auth: tuple[str, str],
+    webhook_secret: str,
+    label_studio: tuple[str, str],
+    **extra: str,
+) -> dict[str, str]:
+    """Return the environment of a backend process serving `model` from a real checkpoint file.
+
+    The process environment without any ``UNSAMV2_*``/``LABEL_STUDIO*`` variable, plus: data
+    under `tmp_path`, the test-tiny model saved in the official format, the port, basic auth,
+    the webhook secret, Label Studio's (url, token), one torch thread, and `extra`.
+    """
+    import torch
+
+    from core_model.checkpoint import official_state_dict
+
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save({"model": official_state_dict(model)}, checkpoint)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNSAMV2_", "LABEL_STUDIO"))}
+    env.update(
+        {
+            "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
+            "UNSAMV2_MODEL": "test-tiny",
+            "UNSAMV2_CHECKPOINT": str(checkpoint),
+            "UNSAMV2_PORT": str(port),
+            "UNSAMV2_WEBHOOK_SECRET": webhook_secret,
+            "UNSAMV2_BASIC_AUTH_USER": auth[0],
+            "UNSAMV2_BASIC_AUTH_PASS": auth[1],
+            "LABEL_STUDIO_URL": label_studio[0],
+            "LABEL_STUDIO_API_KEY": label_studio[1],
+            "UNSAMV2_TORCH_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+    )
+    return env

@@ -8,7 +8,6 @@ to ``$UNSAMV2_ARTIFACTS_DIR/label_studio``.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +15,12 @@ from typing import Any
 
 import pytest
 import requests
-import torch
 from browser_driver import artifacts_dir, chromium_driver
 from playground_app import png_bytes, scene
 
-from core_model.checkpoint import official_state_dict
 from ml_backend.label_studio.label_config import shipped_config
 
-from helpers import ServiceProcess, free_port, wait_for
+from helpers import ServiceProcess, free_port, tiny_backend_env, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -33,24 +30,14 @@ AUTH = ("ls", "ls-pass")
 def _start_backend(
     tmp_path: Path, make_tiny, ls: dict[str, str]
 ) -> tuple[str, dict[str, str], ServiceProcess]:
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save({"model": official_state_dict(make_tiny())}, checkpoint)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNSAMV2_", "LABEL_STUDIO"))}
-    env.update(
-        {
-            "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
-            "UNSAMV2_MODEL": "test-tiny",
-            "UNSAMV2_CHECKPOINT": str(checkpoint),
-            "UNSAMV2_PORT": str(port),
-            "UNSAMV2_BASIC_AUTH_USER": AUTH[0],
-            "UNSAMV2_BASIC_AUTH_PASS": AUTH[1],
-            "UNSAMV2_WEBHOOK_SECRET": "browser-secret",
-            "LABEL_STUDIO_URL": ls["url"],
-            "LABEL_STUDIO_API_KEY": ls["token"],
-            "UNSAMV2_TORCH_THREADS": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
+    env = tiny_backend_env(
+        tmp_path,
+        make_tiny(),
+        port=port,
+        auth=AUTH,
+        webhook_secret="browser-secret",
+        label_studio=(ls["url"], ls["token"]),
     )
     url = f"http://127.0.0.1:{port}"
     service = ServiceProcess(["serve"], env, tmp_path / "serve.log")

@@ -12,7 +12,6 @@ served (and Label Studio records) a different version.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 
@@ -22,7 +21,7 @@ import torch
 from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 
-from core_model.checkpoint import official_state_dict, save_finetuned_checkpoint
+from core_model.checkpoint import save_finetuned_checkpoint
 from labeling_pipeline.model_files.lineage import commit_version
 from labeling_pipeline.model_files.registry import ModelRegistry
 from labeling_pipeline.store import Store
@@ -30,7 +29,7 @@ from labeling_pipeline.store.models import HumanMask, Job
 from ml_backend.label_studio.label_config import shipped_config
 from ml_backend.settings import Settings
 
-from helpers import ServiceProcess, free_port, wait_for
+from helpers import ServiceProcess, free_port, tiny_backend_env, wait_for
 
 AUTH = ("labelstudio", "e2e-pass")  # Label Studio sends it; Start training relies on it
 
@@ -48,25 +47,15 @@ def test_label_studio_round_trip(label_studio, tmp_path, make_tiny, scene_image)
         return answer.json() if answer.content else None
 
     # the backend (tiny random model from a real checkpoint file) and a worker
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save({"model": official_state_dict(make_tiny())}, checkpoint)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNSAMV2_", "LABEL_STUDIO"))}
-    env.update(
-        {
-            "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
-            "UNSAMV2_MODEL": "test-tiny",
-            "UNSAMV2_CHECKPOINT": str(checkpoint),
-            "UNSAMV2_PORT": str(port),
-            "UNSAMV2_WEBHOOK_SECRET": "e2e-secret",
-            "UNSAMV2_BASIC_AUTH_USER": AUTH[0],
-            "UNSAMV2_BASIC_AUTH_PASS": AUTH[1],
-            "UNSAMV2_MODEL_POLL_S": "0.5",
-            "LABEL_STUDIO_URL": ls_url,
-            "LABEL_STUDIO_API_KEY": token,
-            "UNSAMV2_TORCH_THREADS": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
+    env = tiny_backend_env(
+        tmp_path,
+        make_tiny(),
+        port=port,
+        auth=AUTH,
+        webhook_secret="e2e-secret",
+        label_studio=(ls_url, token),
+        UNSAMV2_MODEL_POLL_S="0.5",
     )
     backend_url = f"http://127.0.0.1:{port}"
     services = [
