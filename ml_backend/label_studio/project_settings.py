@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from ml_backend.errors import BadRequestError, one_line
 from ml_backend.label_studio.schemas import ExtraParams, validate
@@ -37,6 +37,9 @@ class ProjectSettings:
         points_per_side: Grid of the whole-image segmentation (1-32 per side).
         pred_iou_thresh: Minimum predicted IoU of a whole-image mask.
         stability_score_thresh: Minimum stability of a whole-image mask.
+        specialist_score: Top-level score of a task specialist's prediction: ``"confidence"``
+            (mean region score) or ``"uncertainty"`` (share of pixels with 0.3 < p < 0.7, for
+            sorting tasks by it in Label Studio's Data Manager).
     """
 
     default_granularity: float = 0.5
@@ -47,6 +50,7 @@ class ProjectSettings:
     points_per_side: int = POINTS_PER_SIDE
     pred_iou_thresh: float = PRED_IOU_THRESH
     stability_score_thresh: float = STABILITY_SCORE_THRESH
+    specialist_score: Literal["confidence", "uncertainty"] = "confidence"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready options."""

@@ -233,6 +233,7 @@ class ExtraParams(BaseModel):
     )
     pred_iou_thresh: Fraction = PRED_IOU_THRESH
     stability_score_thresh: Fraction = STABILITY_SCORE_THRESH
+    specialist_score: Literal["confidence", "uncertainty"] = "confidence"
 
 
 def ls_project_id(project: str | int | None) -> int | None:

@@ -4,7 +4,9 @@ When a Label Studio project has a current specialist (it passed its gate), an op
 "Retrieve predictions" and batch predictions get the specialist's masks: one brush region per
 connected component of at least `MIN_AREA_PX` pixels, the probability thresholded at the fixed
 `THRESHOLD` (never stretched per image), each region scored by its mean probability. The task's
-score is the mean region score, and the model version names the specialist version. Clicks
+score is the mean region score, or, with the project option ``specialist_score: "uncertainty"``,
+the share of uncertain pixels (0.3 < p < 0.7) so that Label Studio's Data Manager can sort tasks
+by it (active learning); the model version names the specialist version. Clicks
 (requests with a context) never come here: the interactive path is unchanged.
 
 A specialist that cannot be loaded (e.g. its base weights changed) is logged and skipped: the
@@ -23,6 +25,9 @@ from typing import TYPE_CHECKING, Any
 from core_model.errors import UnSAMv2Error
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from core_model.specialist import LoadedSpecialist
     from labeling_pipeline.label_studio.config import ProjectConfig
     from ml_backend.label_studio.context import BackendContext
@@ -60,6 +65,29 @@ class _Loaded:
 
 
 _LOADED = _Loaded()
+
+
+def specialist_probabilities(
+    name: str, path: Path, image: npt.NDArray[np.uint8]
+) -> tuple[LoadedSpecialist, npt.NDArray[np.float32]]:
+    """Run a specialist version (loaded once per process) on an image.
+
+    Args:
+        name: Version name (the cache key).
+        path: Its checkpoint file.
+        image: (H, W, 3) uint8 RGB.
+
+    Returns:
+        The loaded specialist and its (C, H, W) float32 probabilities in the image's frame.
+
+    Raises:
+        UnSAMv2Error: the specialist cannot be loaded (e.g. its base weights changed).
+    """
+    from core_model.specialist import predict_probabilities
+
+    loaded = _LOADED.get(name, path)
+    with _LOADED.lock():
+        return loaded, predict_probabilities(loaded.model, image)
 
 
 def _active(ctx: BackendContext, ls_project_id: int) -> tuple[str, Path] | None:
@@ -102,8 +130,10 @@ def specialist_predictions(
             "specialist %s labels %s are not in <%s>; not served", name, missing, brush.name
         )
         return None
+    uncertainty = settings.specialist_score == "uncertainty"
     results = [
-        _predict_task(ctx, task, config, image_name, brush.name, loaded, name) for task in tasks
+        _predict_task(ctx, task, config, image_name, brush.name, loaded, name, uncertainty)
+        for task in tasks
     ]
     if not settings.preannotate:  # the annotator's first click is still coming
         from ml_backend.label_studio.prefetch_tasks import prefetch_opened
@@ -120,8 +150,9 @@ def _predict_task(
     from_name: str,
     loaded: LoadedSpecialist,
     version: str,
+    uncertainty: bool,
 ) -> dict[str, Any]:
-    from core_model.specialist import predict_probabilities, regions
+    from core_model.specialist import predict_probabilities, regions, uncertain_share
     from ml_backend.errors import BadRequestError
     from ml_backend.label_studio.convert import brush_result, prediction, result_id
 
@@ -146,6 +177,14 @@ def _predict_task(
                 score=region.score,
             )
         )
-    score = sum(r.score for r in found) / len(found) if found else 0.0
-    logger.info("task %s: specialist %s found %d region(s)", task.id, version, len(found))
+    uncertain = uncertain_share(prob)
+    confidence = sum(r.score for r in found) / len(found) if found else 0.0
+    score = uncertain if uncertainty else confidence
+    logger.info(
+        "task %s: specialist %s found %d region(s), uncertain share %.3f",
+        task.id,
+        version,
+        len(found),
+        uncertain,
+    )
     return prediction(results, score=score, model_version=MODEL_VERSION_PREFIX + version)
