@@ -95,7 +95,7 @@ class ClickBatcher:
                     f"the model is busy ({len(self._waiting)} clicks waiting); retry shortly",
                     self._retry_after_locked(predictor),
                 )
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # first click, or restart
                 self._thread = threading.Thread(target=self._run, name="click-batcher", daemon=True)
                 self._thread.start()
             self._waiting.append(waiting)

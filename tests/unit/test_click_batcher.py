@@ -105,3 +105,17 @@ def test_failures_reach_every_waiting_click_and_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="max_queued"):
         ClickBatcher(door, window_s=0.001, max_queued=0)
     batcher.close()
+
+
+def test_a_worker_stopped_by_a_base_exception_is_restarted_by_the_next_click() -> None:
+    fake, door, batcher, gated, embeddings = _setup()
+    decode = fake.decode
+    fake.decode = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        gated.predict(embeddings[0], CLICK, granularity=0.5)
+    wait_for(lambda: batcher._thread is not None and not batcher._thread.is_alive(), 5, "stop")
+    fake.decode = decode
+    results: dict[int, object] = {}
+    _click(gated, embeddings[1], results, 0).join(10)  # without a worker it would wait forever
+    assert results[0].masks.shape[1:] == embeddings[1].original_hw
+    batcher.close()
