@@ -2,7 +2,8 @@
 
 Point Community CVAT at this server (``CVAT_NUCLIO_HOST``/``CVAT_NUCLIO_PORT``, invoke method
 ``dashboard``) and it lists and calls one interactor and one detector per granularity preset,
-all served by the backend's one model process, with no Nuclio installed:
+all served by the backend's one model process, with no Nuclio installed, plus one detector per
+current task specialist (`ml_backend.cvat.specialist_functions`):
 
 - ``GET /api/functions``: ``{name: entry}`` for every function (CVAT iterates the values);
 - ``GET /api/functions/<name>``: one entry;
@@ -25,8 +26,15 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
 from core_model.whole_image import WholeImageConfig
+from labeling_pipeline.store import Store
 from ml_backend.cvat.presets import CvatFunction, function_annotations
 from ml_backend.cvat.service import CvatOptions, CvatService
+from ml_backend.cvat.specialist_functions import (
+    invoke_specialist,
+    is_specialist_name,
+    specialist_function,
+    specialist_functions,
+)
 from ml_backend.errors import BadRequestError, error_body, error_headers
 from ml_backend.label_studio.context import BackendContext
 
@@ -69,6 +77,11 @@ def function_entry(function: CvatFunction, state: str) -> dict[str, Any]:
     }
 
 
+def _store() -> Store:
+    context: BackendContext = current_app.extensions["unsamv2"]
+    return context.store
+
+
 def _state() -> str:
     context: BackendContext = current_app.extensions["unsamv2"]
     return _STATE.get(context.runtime.status()["state"], "error")
@@ -78,12 +91,16 @@ def _state() -> str:
 def list_functions() -> Any:
     """Every function, keyed by name."""
     state = _state()
-    return jsonify({f.name: function_entry(f, state) for f in service().functions.values()})
+    listing = {f.name: function_entry(f, state) for f in service().functions.values()}
+    listing.update({n: f.entry() for n, f in specialist_functions(_store()).items()})
+    return jsonify(listing)
 
 
 @blueprint.get("/functions/<name>")
 def get_function(name: str) -> Any:
     """One function (404 if unknown)."""
+    if is_specialist_name(name):
+        return jsonify(specialist_function(_store(), name).entry())
     return jsonify(function_entry(service().function(name), _state()))
 
 
@@ -93,8 +110,11 @@ def invoke() -> Any:
     name = request.headers.get(FUNCTION_HEADER, "").strip()
     if not name:
         raise BadRequestError(f"the {FUNCTION_HEADER} header is missing (the function to run)")
-    function = service().function(name)
     body = request.get_json(silent=True)
+    if is_specialist_name(name):
+        specialist = specialist_function(_store(), name)
+        return jsonify(invoke_specialist(specialist, body, service().options))
+    function = service().function(name)
     return jsonify(service().invoke(function, body))
 
 
