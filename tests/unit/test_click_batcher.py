@@ -107,6 +107,8 @@ def test_failures_reach_every_waiting_click_and_arguments_are_checked() -> None:
     batcher.close()
 
 
+# the worker thread ending on the KeyboardInterrupt is the case under test
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_worker_stopped_by_a_base_exception_is_restarted_by_the_next_click() -> None:
     fake, door, batcher, gated, embeddings = _setup()
     decode = fake.decode
