@@ -8,11 +8,7 @@ from typing import Any
 import numpy as np
 import test_cvat_dashboard as dash
 import test_specialist_serving as serving
-import torch
 
-from labeling_pipeline.specialist.gate import SpecialistGate
-from labeling_pipeline.specialist.service import train_specialist
-from labeling_pipeline.specialist.trainer import SpecialistTrainConfig
 from labeling_pipeline.store import Store
 from ml_backend.cvat.specialist_functions import MAX_NAME_CHARS, function_name
 from ml_backend.settings import Settings
@@ -30,26 +26,6 @@ def test_names_follow_cvat_rules_and_stay_distinct() -> None:
     assert all(c.isdigit() or c == "-" or "a" <= c <= "z" for c in long_a + long_b)
 
 
-def _train(store: Store, settings: Settings, run_dir: Path, bias: float) -> str:
-    run = train_specialist(
-        store,
-        models_dir=settings.pipeline.models_dir,
-        run_dir=run_dir,
-        project="ls:12",
-        labels=["Car"],
-        config=SpecialistTrainConfig(variant="test-tiny", epochs=1),
-        gate=SpecialistGate(min_miou=0.0, min_dice=0.0),
-        min_images=2,
-    )
-    # a specialist whose probability is sigmoid(bias) on the whole image (a file we control)
-    path = settings.pipeline.models_dir / run.version / "model.pt"
-    saved = torch.load(path, weights_only=True)
-    saved["state"]["decoder.head.weight"].zero_()
-    saved["state"]["decoder.head.bias"].fill_(bias)
-    torch.save(saved, path)
-    return run.version
-
-
 def test_published_specialist_is_listed_and_detects_as_cvat_reads_it(
     backend: tuple[Any, Store, Settings], tmp_path: Path
 ) -> None:
@@ -57,7 +33,7 @@ def test_published_specialist_is_listed_and_detects_as_cvat_reads_it(
     listing = client.get("/api/functions", headers=dash.cvat_headers()).get_json()
     assert not any(name.startswith("unsamv2-specialist-") for name in listing)
 
-    _train(store, settings, tmp_path / "run", bias=2.0)
+    serving.train_uniform_specialist(store, settings, tmp_path / "run", bias=2.0)
     listing = client.get("/api/functions", headers=dash.cvat_headers()).get_json()
     [name] = [name for name in listing if name.startswith("unsamv2-specialist-")]
     assert name.endswith("-car")

@@ -7,11 +7,7 @@ from typing import Any
 
 import pytest
 import test_specialist_serving as serving
-import torch
 
-from labeling_pipeline.specialist.gate import SpecialistGate
-from labeling_pipeline.specialist.service import train_specialist
-from labeling_pipeline.specialist.trainer import SpecialistTrainConfig
 from labeling_pipeline.store import Store
 from ml_backend.settings import Settings
 
@@ -29,22 +25,8 @@ def test_uncertainty_option_makes_the_score_the_uncertain_share(
     backend: tuple[Any, Store, Settings], tmp_path: Path
 ) -> None:
     client, store, settings = backend
-    run = train_specialist(
-        store,
-        models_dir=settings.pipeline.models_dir,
-        run_dir=tmp_path / "run",
-        project="ls:12",
-        labels=["Car"],
-        config=SpecialistTrainConfig(variant="test-tiny", epochs=1),
-        gate=SpecialistGate(min_miou=0.0, min_dice=0.0),
-        min_images=2,
-    )
     # a specialist that says p = sigmoid(0.2) ~ 0.55 everywhere: foreground, but all uncertain
-    path = settings.pipeline.models_dir / run.version / "model.pt"
-    saved = torch.load(path, weights_only=True)
-    saved["state"]["decoder.head.weight"].zero_()
-    saved["state"]["decoder.head.bias"].fill_(0.2)
-    torch.save(saved, path)
+    version = serving.train_uniform_specialist(store, settings, tmp_path / "run", 0.2)
 
     [confident] = serving._open_task(client)  # default: the mean region score
     [region] = confident["result"]
@@ -55,7 +37,7 @@ def test_uncertainty_option_makes_the_score_the_uncertain_share(
     [uncertain] = serving._open_task(client)
     assert uncertain["score"] == pytest.approx(1.0)
     assert uncertain["result"] == confident["result"]  # the regions are unchanged
-    assert uncertain["model_version"] == f"specialist {run.version}"
+    assert uncertain["model_version"] == f"specialist {version}"
 
     _setup(client, {"specialist_score": "confidence"})
     assert serving._open_task(client)[0]["score"] == pytest.approx(confident["score"])

@@ -74,29 +74,40 @@ def _open_task(client: Any) -> list[dict[str, Any]]:
     return list(answer.get_json()["results"])
 
 
-def test_opened_task_gets_specialist_masks_once_one_passed_its_gate(
-    backend: tuple[Any, Store, Settings], tmp_path: Path
-) -> None:
-    client, store, settings = backend
-    assert _open_task(client) == []  # no specialist yet: the usual answer (prefetch only)
+def train_uniform_specialist(store: Store, settings: Settings, run_dir: Path, bias: float) -> str:
+    """Train a tiny specialist of label Car, then make it say p = sigmoid(bias) everywhere.
+
+    Returns its version. The model file is edited (head weight 0, bias `bias`) so what the
+    specialist predicts is known exactly.
+    """
     run = train_specialist(
         store,
         models_dir=settings.pipeline.models_dir,
-        run_dir=tmp_path / "run",
+        run_dir=run_dir,
         project="ls:12",
         labels=["Car"],
         config=SpecialistTrainConfig(variant="test-tiny", epochs=1),
         gate=SpecialistGate(min_miou=0.0, min_dice=0.0),
         min_images=2,
     )
-    # make the specialist see the whole image as the label (a model file we control)
     path = settings.pipeline.models_dir / run.version / "model.pt"
     saved = torch.load(path, weights_only=True)
-    saved["state"]["decoder.head.bias"].fill_(8.0)
+    saved["state"]["decoder.head.weight"].zero_()
+    saved["state"]["decoder.head.bias"].fill_(bias)
     torch.save(saved, path)
+    return run.version
+
+
+def test_opened_task_gets_specialist_masks_once_one_passed_its_gate(
+    backend: tuple[Any, Store, Settings], tmp_path: Path
+) -> None:
+    client, store, settings = backend
+    assert _open_task(client) == []  # no specialist yet: the usual answer (prefetch only)
+    # the specialist sees the whole image as the label
+    version = train_uniform_specialist(store, settings, tmp_path / "run", 8.0)
 
     [entry] = _open_task(client)
-    assert entry["model_version"] == f"specialist {run.version}"
+    assert entry["model_version"] == f"specialist {version}"
     [region] = entry["result"]
     assert region["value"]["brushlabels"] == ["Car"] and region["from_name"] == "mask"
     assert region["score"] > 0.99 and entry["score"] == pytest.approx(region["score"], abs=1e-3)
