@@ -41,3 +41,11 @@ class CheckpointMismatchError(CheckpointError):
 
 class DependencyError(UnSAMv2Error, ImportError):
     """A required package is missing or was installed in a way that cannot work."""
+
+
+class VideoReadError(UnSAMv2Error, ValueError):
+    """A video or frame folder cannot be read: not a video, truncated, undecodable or too large."""
+
+
+class FrameIndexError(UnSAMv2Error, IndexError):
+    """A frame index is negative or past the last frame of the clip."""

@@ -1,0 +1,1 @@
+"""Video: propagate granularity masks through a clip with SAM-2's memory."""
