@@ -72,6 +72,10 @@ class Settings:
             official UnSAMv2 checkpoint into the weights folder on first start.
         checkpoint_url: Mirror the first-start download comes from instead of the Hugging Face
             Hub or Google Drive.
+        cvat_state_secret: Key signing CVAT tracker states (None: a random key per process,
+            so states do not survive a restart).
+        cvat_tracker_sessions: CVAT tracker sessions kept at once (least recently used evicted).
+        cvat_tracker_ttl_s: Idle time after which a CVAT tracker session (and its state) expires.
     """
 
     pipeline: PipelineSettings
@@ -103,6 +107,9 @@ class Settings:
     max_loaded_model_mb: int = 8192
     auto_download: bool = False
     checkpoint_url: str | None = None
+    cvat_state_secret: str | None = field(default=None, repr=False)
+    cvat_tracker_sessions: int = 16
+    cvat_tracker_ttl_s: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -186,6 +193,13 @@ class Settings:
             max_loaded_model_mb=reader.integer("UNSAMV2_MAX_LOADED_MODEL_MB", 8192, low=1),
             auto_download=reader.flag("UNSAMV2_AUTO_DOWNLOAD", default=True),
             checkpoint_url=reader.text("UNSAMV2_CHECKPOINT_URL"),
+            cvat_state_secret=reader.text("UNSAMV2_CVAT_STATE_SECRET"),
+            cvat_tracker_sessions=reader.integer(
+                "UNSAMV2_CVAT_TRACKER_SESSIONS", 16, low=1, high=1024
+            ),
+            cvat_tracker_ttl_s=reader.number(
+                "UNSAMV2_CVAT_TRACKER_TTL_S", 600.0, low=1.0, high=8 * 3600.0
+            ),
         )
 
     def with_pipeline(self, **changes: object) -> Settings:
