@@ -56,6 +56,30 @@ class BrushControl:
 
 
 @dataclass(frozen=True)
+class VideoTag:
+    """A ``<Video>`` object tag.
+
+    Attributes:
+        name: Its name (the ``toName`` of its controls).
+        data_key: Task data key of the video URL (``$video`` -> ``video``).
+        framerate: The ``frameRate`` attribute as written (a number, ``$key`` of task data, or
+            None: Label Studio's default of 24).
+    """
+
+    name: str
+    data_key: str
+    framerate: str | None
+
+
+@dataclass(frozen=True)
+class VideoBoxControl:
+    """A ``<VideoRectangle>`` control: its name and the video it draws on."""
+
+    name: str
+    to_name: str
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     """The parts of a labeling config this backend uses.
 
@@ -65,6 +89,10 @@ class ProjectConfig:
         click_controls: KeyPointLabels / RectangleLabels name -> {label value -> ClickLabel}.
         numbers: Names of per-region Number controls.
         textareas: Names of per-region TextArea controls.
+        videos: Video tag name -> `VideoTag`.
+        video_boxes: VideoRectangle controls.
+        video_labels: Labels controls on a video: name -> {label value -> ClickLabel} (their
+            labels may carry ``level``, a granularity, as click labels do).
     """
 
     images: dict[str, str] = field(default_factory=dict)
@@ -72,6 +100,9 @@ class ProjectConfig:
     click_controls: dict[str, dict[str, ClickLabel]] = field(default_factory=dict)
     numbers: frozenset[str] = frozenset()
     textareas: frozenset[str] = frozenset()
+    videos: dict[str, VideoTag] = field(default_factory=dict)
+    video_boxes: tuple[VideoBoxControl, ...] = ()
+    video_labels: dict[str, dict[str, ClickLabel]] = field(default_factory=dict)
 
     def brush_for(self, image_name: str) -> BrushControl:
         """Return the BrushLabels control drawing on an image tag."""
@@ -201,10 +232,30 @@ def _parse(xml: str) -> ProjectConfig:
         for tag in root.iter(kind)
     }
     per_region = [tag for tag in root.iter() if tag.get("perRegion", "").lower() == "true"]
+    videos = {
+        tag.get("name", ""): VideoTag(
+            tag.get("name", ""),
+            tag.get("value", "$video").lstrip("$"),
+            tag.get("frameRate") or tag.get("framerate"),
+        )
+        for tag in root.iter("Video")
+        if tag.get("name")
+    }
     return ProjectConfig(
         images=images,
         brushes=brushes,
         click_controls=clicks,
         numbers=frozenset(t.get("name", "") for t in per_region if t.tag == "Number"),
         textareas=frozenset(t.get("name", "") for t in per_region if t.tag == "TextArea"),
+        videos=videos,
+        video_boxes=tuple(
+            VideoBoxControl(tag.get("name", ""), tag.get("toName", ""))
+            for tag in root.iter("VideoRectangle")
+            if tag.get("toName", "") in videos
+        ),
+        video_labels={
+            tag.get("name", ""): _labels(tag)
+            for tag in root.iter("Labels")
+            if tag.get("toName", "") in videos
+        },
     )
