@@ -9,11 +9,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core_model.errors import (
     CheckpointError,
+    FrameIndexError,
     GranularityError,
     InvalidImageError,
     InvalidMaskError,
     InvalidPromptError,
     UnSAMv2Error,
+    VideoReadError,
 )
 from labeling_pipeline.label_studio.client import LabelStudioError
 from labeling_pipeline.label_studio.fetch import ImageFetchError
@@ -28,6 +30,8 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidPromptError, 400),
     (InvalidImageError, 422),
     (InvalidMaskError, 400),
+    (VideoReadError, 422),
+    (FrameIndexError, 400),
     (NotFoundError, 404),
     (ImageFetchError, 422),
     (LabelStudioError, 502),
