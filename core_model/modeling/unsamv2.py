@@ -125,6 +125,26 @@ class UnSAMv2Model(SAM2Base):  # type: ignore[misc]
         """Side of the low-resolution mask logits (image_size / 4)."""
         return int(self.image_size) // 4
 
+    def backbone_levels(self, images: torch.Tensor, *, fast: bool = True) -> Sequence[torch.Tensor]:
+        """Return the image encoder's feature levels that the heads use, high to low resolution.
+
+        Args:
+            images: (B, 3, S, S) float, normalised with ImageNet mean/std, S = image_size.
+            fast: As in `encode_image`.
+
+        Returns:
+            `num_feature_levels` maps as `SAM2Base.forward_image` returns them (levels 0 and 1
+            already through the decoder's 1x1 convolutions): (B, C/8, S/4, S/4),
+            (B, C/4, S/8, S/8) and (B, C, S/16, S/16) for SAM-2.1 models; no memory embedding
+            added.
+        """
+        if fast and not torch.is_grad_enabled() and supports_fast_path(self):
+            if self._fast_encoder is None:
+                self._fast_encoder = FastImageEncoder()
+            return self._fast_encoder.encode_features(self, images)
+        levels: Sequence[torch.Tensor] = self.forward_image(images)["backbone_fpn"]
+        return levels[-self.num_feature_levels :]
+
     def encode_image(
         self, images: torch.Tensor, *, fast: bool = True
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
@@ -143,12 +163,7 @@ class UnSAMv2Model(SAM2Base):  # type: ignore[misc]
             ((B, h, w, 4, 4, C/8), (B, h, w, 4, C/4)); an empty tuple if the model does not
             use them.
         """
-        if fast and not torch.is_grad_enabled() and supports_fast_path(self):
-            if self._fast_encoder is None:
-                self._fast_encoder = FastImageEncoder()
-            levels: Sequence[torch.Tensor] = self._fast_encoder.encode_features(self, images)
-        else:
-            levels = self.forward_image(images)["backbone_fpn"][-self.num_feature_levels :]
+        levels = self.backbone_levels(images, fast=fast)
         image_embed = levels[-1]
         if self.directly_add_no_mem_embed:
             image_embed = image_embed + self.no_mem_embed.reshape(1, -1, 1, 1)
