@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 # One module per subcommand group; each has add_parser(subparsers).
 COMMAND_MODULES = (
     "ml_backend.cli.segment",
+    "ml_backend.cli.segment_video",
     "ml_backend.cli.bench",
     "ml_backend.cli.services",
     "ml_backend.cli.playground",

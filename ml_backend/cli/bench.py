@@ -27,6 +27,7 @@ from ml_backend.cli import (
     bench_specialist,
     bench_synthetic,
     bench_train,
+    bench_video,
     bench_whole_image,
 )
 from ml_backend.cli.bench_images import bench_image
@@ -87,6 +88,7 @@ def add_parser(subparsers: Any) -> None:
     bench_backend.add_parser(benches)
     bench_whole_image.add_parser(benches)
     bench_encoder.add_parser(benches)
+    bench_video.add_parser(benches)
 
 
 def _timed(fn: Callable[[], object], repeats: int) -> list[float]:
