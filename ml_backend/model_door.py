@@ -214,6 +214,11 @@ class GatedPredictor:
         self.door = door
 
     @property
+    def inner(self) -> MaskPredictor:
+        """The guarded predictor, for callers that take a lane of `door` themselves."""
+        return self._inner
+
+    @property
     def info(self) -> ModelInfo:
         """Where the model comes from."""
         return self._inner.info

@@ -1,7 +1,8 @@
 """The small part of Nuclio's dashboard API that CVAT calls, served by the backend itself.
 
 Point Community CVAT at this server (``CVAT_NUCLIO_HOST``/``CVAT_NUCLIO_PORT``, invoke method
-``dashboard``) and it lists and calls one interactor and one detector per granularity preset,
+``dashboard``) and it lists and calls one interactor, one detector and one tracker per
+granularity preset,
 all served by the backend's one model process, with no Nuclio installed, plus one detector per
 current task specialist (`ml_backend.cvat.specialist_functions`):
 
@@ -58,6 +59,9 @@ def _create_service(state: BlueprintSetupState) -> None:
             max_image_pixels=settings.max_image_pixels,
             # at most 100 masks, decoded for at most the deadline; grid and thresholds per preset
             whole_image=WholeImageConfig(max_masks=100, deadline_s=settings.preannotate_deadline_s),
+            tracker_sessions=settings.cvat_tracker_sessions,
+            tracker_ttl_s=settings.cvat_tracker_ttl_s,
+            state_secret=settings.cvat_state_secret,
         ),
     )
 

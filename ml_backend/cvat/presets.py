@@ -1,8 +1,9 @@
 """Granularity presets and the CVAT functions they become.
 
 CVAT sends no user parameter to a function, so the granularity is chosen by choosing the
-function: every preset (e.g. ``fine:0.2``) yields one interactor ``unsamv2-interactor-fine`` and
-one detector ``unsamv2-detector-fine``. `function_annotations` gives the ``metadata.annotations``
+function: every preset (e.g. ``fine:0.2``) yields one interactor ``unsamv2-interactor-fine``,
+one detector ``unsamv2-detector-fine`` and one tracker ``unsamv2-tracker-fine``.
+`function_annotations` gives the ``metadata.annotations``
 that CVAT reads (all strings; false flags omitted because CVAT parses them with ``bool(str)``).
 
 Presets are written compactly (``"fine:0.2,whole:1.0@ls:3"``, detector defaults) or as a JSON
@@ -37,8 +38,8 @@ FUNCTION_PREFIX = "unsamv2"
 DETECTOR_LABEL = "object"
 """The one label of every detector (type mask); map it to a task label in CVAT."""
 
-FunctionKind = Literal["interactor", "detector"]
-KINDS: tuple[FunctionKind, ...] = ("interactor", "detector")
+FunctionKind = Literal["interactor", "detector", "tracker"]
+KINDS: tuple[FunctionKind, ...] = ("interactor", "detector", "tracker")
 
 # A preset name becomes part of a Nuclio function name (a DNS-1123 label, at most 63 characters)
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
@@ -251,7 +252,7 @@ def check_unique(presets: Iterable[Preset]) -> tuple[Preset, ...]:
 
 @dataclass(frozen=True)
 class CvatFunction:
-    """One function as CVAT sees it: a kind (interactor or detector) at a preset granularity."""
+    """One function as CVAT sees it: a kind (interactor, detector, tracker) at a granularity."""
 
     kind: FunctionKind
     preset: Preset
@@ -269,13 +270,17 @@ class CvatFunction:
     @property
     def display_name(self) -> str:
         """Name shown in CVAT's model lists."""
-        suffix = "" if self.kind == "interactor" else ", whole image"
-        return f"UnSAMv2 {self.preset.name} (g={self.granularity:g}){suffix}"
+        suffix = {"interactor": "", "detector": ", whole image", "tracker": ", tracker"}
+        return f"UnSAMv2 {self.preset.name} (g={self.granularity:g}){suffix[self.kind]}"
 
     @property
     def description(self) -> str:
         """Nuclio ``spec.description``: says the granularity."""
-        what = "click-to-mask" if self.kind == "interactor" else "automatic masks"
+        what = {
+            "interactor": "click-to-mask",
+            "detector": "automatic masks",
+            "tracker": "tracking of rectangles, polygons and masks",
+        }[self.kind]
         return (
             f"UnSAMv2 {what} at granularity {self.granularity:g} (preset {self.preset.name}; "
             "0.1 = fine parts .. 1.0 = whole objects)"
@@ -283,7 +288,7 @@ class CvatFunction:
 
 
 def catalog(presets: Sequence[Preset]) -> dict[str, CvatFunction]:
-    """Return every function of the presets by name: interactors first, then detectors."""
+    """Return every function of the presets by name: interactors, detectors, then trackers."""
     unique = check_unique(presets)
     return {f.name: f for f in (CvatFunction(kind, p) for kind in KINDS for p in unique)}
 
@@ -295,7 +300,8 @@ def function_annotations(function: CvatFunction) -> dict[str, str]:
     (a box alone is a valid prompt), ``min_neg_points`` "0" (negative clicks allowed) and
     ``startswith_box_optional`` "true"; ``startswith_box`` is left out because CVAT reads it
     with ``bool(...)``, for which any non-empty string, "false" included, is true.
-    Detectors: a ``spec`` JSON string with one mask label, `DETECTOR_LABEL`.
+    Detectors: a ``spec`` JSON string with one mask label, `DETECTOR_LABEL`. Trackers: only
+    name and type (CVAT's UI tracks with the label the user picks).
     """
     annotations = {"name": function.display_name, "type": function.kind}
     if function.kind == "interactor":
@@ -313,6 +319,6 @@ def function_annotations(function: CvatFunction) -> dict[str, str]:
                 ),
             }
         )
-    else:
+    elif function.kind == "detector":
         annotations["spec"] = json.dumps([{"id": 0, "name": DETECTOR_LABEL, "type": "mask"}])
     return annotations

@@ -19,6 +19,8 @@ from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
 from labeling_pipeline.store.repository import NotFoundError
 from ml_backend.cvat import codec
 from ml_backend.cvat.presets import DETECTOR_LABEL, CvatFunction, DetectorSettings, Preset, catalog
+from ml_backend.cvat.tracker import CvatTracker
+from ml_backend.cvat.tracker_shapes import parse_request
 from ml_backend.errors import BadRequestError
 
 logger = logging.getLogger(__name__)
@@ -39,14 +41,20 @@ class CvatOptions:
         whole_image: Detector settings common to every preset (mask count, deadline, decoder
             batch); each preset's `DetectorSettings` set the grid and the thresholds, and a
             request's ``threshold`` replaces ``pred_iou_thresh``.
-        polygon_tolerance_px: Simplification of detector outline polygons.
+        polygon_tolerance_px: Simplification of detector and tracker outline polygons.
         label: The detectors' label name.
+        tracker_sessions: Shapes the trackers keep tracking at once (and at most per request).
+        tracker_ttl_s: Idle time after which a tracked shape's session and state expire.
+        state_secret: Key signing tracker states (None: random per process).
     """
 
     max_image_pixels: int = MAX_IMAGE_PIXELS
     whole_image: WholeImageConfig = field(default_factory=WholeImageConfig)
     polygon_tolerance_px: float = 1.0
     label: str = DETECTOR_LABEL
+    tracker_sessions: int = 16
+    tracker_ttl_s: float = 600.0
+    state_secret: str | None = field(default=None, repr=False)
 
 
 class CvatService:
@@ -55,8 +63,8 @@ class CvatService:
     Args:
         serving: Returns (predictor, model version) of a scope; raises
             `ModelUnavailableError` while no model is loaded (`ModelRuntime.serving`).
-        presets: One interactor and one detector per preset.
-        options: Image limit and detector settings.
+        presets: One interactor, one detector and one tracker per preset.
+        options: Image limit, detector and tracker settings.
     """
 
     def __init__(
@@ -65,6 +73,20 @@ class CvatService:
         self.serving = serving
         self.functions = catalog(presets)
         self.options = options or CvatOptions()
+        self._tracker: CvatTracker | None = None
+
+    @property
+    def tracker(self) -> CvatTracker:
+        """The trackers' sessions and state signer (made at the first use)."""
+        if self._tracker is None:
+            self._tracker = CvatTracker(
+                max_sessions=self.options.tracker_sessions,
+                ttl_s=self.options.tracker_ttl_s,
+                secret=self.options.state_secret,
+                max_image_pixels=self.options.max_image_pixels,
+                polygon_tolerance_px=self.options.polygon_tolerance_px,
+            )
+        return self._tracker
 
     def function(self, name: str) -> CvatFunction:
         """Return the function called `name`, or raise `UnknownFunctionError` (HTTP 404)."""
@@ -87,7 +109,28 @@ class CvatService:
         scope = function.preset.scope
         if function.kind == "interactor":
             return self.interact(body, granularity=function.granularity, scope=scope)
+        if function.kind == "tracker":
+            return self.track(body, function=function)
         return self.detect(body, preset=function.preset)
+
+    def track(self, body: Mapping[str, Any], *, function: CvatFunction) -> dict[str, Any]:
+        """Answer a tracker request: each shape on this frame, and its next state.
+
+        See `ml_backend.cvat.tracker` (states, restarts) and `ml_backend.cvat.tracker_shapes`
+        (accepted shapes).
+        """
+        tracker = self.tracker
+        request = parse_request(body, max_shapes=tracker.store.max_sessions)
+        frame = codec.decode_frame(body, max_pixels=self.options.max_image_pixels)
+        predictor, version = self.serving(function.preset.scope)
+        return tracker.track(
+            request,
+            frame.load(),
+            predictor=predictor,
+            model_version=version,
+            function=function.name,
+            granularity=function.granularity,
+        )
 
     def interact(
         self, body: Mapping[str, Any], *, granularity: float, scope: str = "global"

@@ -191,6 +191,8 @@ def test_listing_parses_as_cvat_parses_it(client) -> None:
         "unsamv2-interactor-whole",
         "unsamv2-detector-fine",
         "unsamv2-detector-whole",
+        "unsamv2-tracker-fine",
+        "unsamv2-tracker-whole",
     ]
     parsed = {name: parse_like_cvat(entry) for name, entry in listing.items()}
     for name, function in parsed.items():

@@ -132,12 +132,14 @@ def test_missing_weights_answer_503(tmp_path, monkeypatch) -> None:
 # ----------------------------------------------------------------- function.yaml files
 
 
-def test_there_is_a_cpu_and_a_gpu_file_for_both_kinds() -> None:
+def test_there_is_a_cpu_and_a_gpu_file_for_every_kind() -> None:
     assert [str(p.relative_to(NUCLIO)) for p in YAMLS] == [
         "detector/function-gpu.yaml",
         "detector/function.yaml",
         "interactor/function-gpu.yaml",
         "interactor/function.yaml",
+        "tracker/function-gpu.yaml",
+        "tracker/function.yaml",
     ]
 
 
@@ -161,8 +163,10 @@ def test_function_yaml_is_what_cvat_and_nuclio_expect(path: Path) -> None:
     if function.kind == "interactor":
         assert parsed["version"] >= 2 and parsed["min_pos_points"] == 0
         assert parsed["startswith_box_optional"] and not parsed["startswith_box"]
-    else:
+    elif function.kind == "detector":
         assert parsed["labels"] == [("object", "mask")]
+    else:
+        assert parsed["kind"] == "tracker" and parsed["labels"] == []
     module, _, entry = spec["handler"].partition(":")
     assert getattr(importlib.import_module(module), entry) is main.handler
     trigger = spec["triggers"]["myHttpTrigger"]

@@ -62,8 +62,12 @@ def test_catalog_has_one_interactor_and_one_detector_per_preset() -> None:
         "unsamv2-detector-fine",
         "unsamv2-detector-part",
         "unsamv2-detector-whole",
+        "unsamv2-tracker-fine",
+        "unsamv2-tracker-part",
+        "unsamv2-tracker-whole",
     ]
     assert functions["unsamv2-detector-whole"].granularity == 1.0
+    assert functions["unsamv2-tracker-part"].kind == "tracker"
     assert "granularity 0.2" in functions["unsamv2-interactor-fine"].description
     with pytest.raises(PresetError, match="repeated"):
         catalog([Preset("a", 0.2), Preset("a", 0.4)])

@@ -1,9 +1,10 @@
 """Nuclio entry points (``handler: ml_backend.cvat.nuclio.main:handler``).
 
 One deployment serves one granularity: the first preset of ``UNSAMV2_CVAT_PRESETS`` (set in
-``function.yaml``). The request decides the kind: a body with ``pos_points``, ``neg_points`` or
-``obj_bbox`` is an interactor call, any other a detector call, so the interactor and detector
-``function.yaml`` files share this handler. The model comes from the same settings as the
+``function.yaml``). The request decides the kind: a body with ``shapes`` or ``states`` is a
+tracker call, one with ``pos_points``, ``neg_points`` or ``obj_bbox`` an interactor call, any
+other a detector call, so the interactor, detector and tracker ``function.yaml`` files share
+this handler. The model comes from the same settings as the
 backend (``UNSAMV2_MODEL``, ``UNSAMV2_CHECKPOINT``, ``UNSAMV2_DEVICE``, or the weights folder
 of ``UNSAMV2_DATA_DIR``); ``UNSAMV2_DATABASE_URL``, when set, also lets the function pick up
 newly published model versions.
@@ -16,13 +17,14 @@ import logging
 from typing import Any
 
 from core_model.whole_image import WholeImageConfig
-from ml_backend.cvat.presets import CvatFunction, Preset
+from ml_backend.cvat.presets import CvatFunction, FunctionKind, Preset
 from ml_backend.cvat.service import CvatOptions, CvatService
 from ml_backend.errors import BadRequestError, error_body, error_headers
 
 logger = logging.getLogger(__name__)
 
 INTERACTOR_KEYS = ("pos_points", "neg_points", "obj_bbox")
+TRACKER_KEYS = ("shapes", "states")
 
 
 def init_context(context: Any) -> None:
@@ -58,6 +60,9 @@ def init_context(context: Any) -> None:
         max_image_pixels=settings.max_image_pixels,
         # as in direct mode: at most 100 masks, decoded for at most the deadline
         whole_image=WholeImageConfig(max_masks=100, deadline_s=settings.preannotate_deadline_s),
+        tracker_sessions=settings.cvat_tracker_sessions,
+        tracker_ttl_s=settings.cvat_tracker_ttl_s,
+        state_secret=settings.cvat_state_secret,
     )
     setup(context, CvatService(runtime.serving, [preset], options), preset)
 
@@ -78,12 +83,20 @@ def _body(event: Any) -> Any:
     return body
 
 
+def request_kind(body: dict[str, Any]) -> FunctionKind:
+    """Which function a request body calls: tracker, interactor or detector."""
+    if any(key in body for key in TRACKER_KEYS):
+        return "tracker"
+    return "interactor" if any(key in body for key in INTERACTOR_KEYS) else "detector"
+
+
 def handler(context: Any, event: Any) -> Any:
     """Answer one CVAT call with a JSON ``context.Response``; errors are JSON too.
 
     Returns:
-        ``context.Response`` with the interactor's ``{"mask", "bounds"}`` or the detector's
-        list of shapes (status 200), or ``{"error", "status"}`` with a 4xx/5xx status.
+        ``context.Response`` with the interactor's ``{"mask", "bounds"}``, the detector's
+        list of shapes or the tracker's ``{"shapes", "states"}`` (status 200), or
+        ``{"error", "status"}`` with a 4xx/5xx status.
     """
     service: CvatService = context.user_data.service
     preset: Preset = context.user_data.preset
@@ -91,8 +104,7 @@ def handler(context: Any, event: Any) -> Any:
         body = _body(event)
         if not isinstance(body, dict):
             raise BadRequestError("the request body must be a JSON object")
-        interactive = any(key in body for key in INTERACTOR_KEYS)
-        function = CvatFunction("interactor" if interactive else "detector", preset)
+        function = CvatFunction(request_kind(body), preset)
         result, status, headers = service.invoke(function, body), 200, {}
     except Exception as exc:  # every failure becomes a JSON answer, never a traceback
         (result, status), headers = error_body(exc), error_headers(exc)
