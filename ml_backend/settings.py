@@ -284,3 +284,12 @@ class _Reader:
         if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise SettingsError(f"{name} must be true or false, got {raw!r}")
         return raw in ("1", "true", "yes", "on")
+
+
+def quiet_video_decoder() -> None:
+    """Keep FFmpeg's own messages (OpenCV's video reader) off stderr, unless the user set a level.
+
+    OpenCV reads ``OPENCV_FFMPEG_LOGLEVEL`` when it first opens a video in the process, so call
+    this before that; a broken file is then reported once, by the caller's error message.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET

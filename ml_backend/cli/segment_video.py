@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -84,14 +83,15 @@ def add_parser(subparsers: Any) -> None:
 def quiet_video_decoder(verbose: bool) -> None:
     """Keep FFmpeg's and OpenCV's own messages off stderr unless `verbose`.
 
-    A broken file is reported once, as the command's one-line error. FFmpeg reads its level
-    when OpenCV first opens a video in the process, so call this before any capture.
+    A broken file is then reported once, as the command's one-line error.
     """
     if verbose:
         return
     import cv2
 
-    os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET
+    from ml_backend.settings import quiet_video_decoder as quiet_ffmpeg
+
+    quiet_ffmpeg()
     cv2.setLogLevel(0)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -130,6 +132,19 @@ def test_unreadable_videos_are_one_line_errors(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"video {path.name}" in err
+
+
+def test_the_command_prints_one_line_for_a_truncated_video(clip: Path, tmp_path: Path) -> None:
+    """In a fresh process FFmpeg's own complaints stay off stderr too."""
+    path = broken_files(tmp_path, clip)["truncated"]
+    exe = Path(sys.executable).parent / "unsamv2"
+    argv = [str(exe), "segment-video", str(path), *TINY, "--point", "5,5", "--out", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "unsamv2 segment-video: error: cannot read video truncated.mp4: not a video file, or a "
+        "broken or truncated container"
+    ]
 
 
 def test_bad_point_syntax_is_a_usage_error(
