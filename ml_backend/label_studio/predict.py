@@ -44,6 +44,7 @@ from ml_backend.label_studio.schemas import (
     validate,
 )
 from ml_backend.label_studio.specialist_predictions import specialist_predictions
+from ml_backend.label_studio.video_predict import is_video_config, predict_video
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,15 @@ def predict(ctx: BackendContext, body: Mapping[str, Any]) -> dict[str, Any]:
     config = parse_label_config(request.label_config)
     settings = ctx.project_settings(project_id)
     context = request.params.context if request.params is not None else None
+    if is_video_config(config):  # object tracking in video tasks
+        return predict_video(
+            ctx,
+            body,
+            config,
+            context=(context.result or []) if context is not None else None,
+            project_id=project_id,
+            default_granularity=settings.default_granularity,
+        )
     if context is not None:
         group = parse_context(
             context.result or [], config, default_granularity=settings.default_granularity

@@ -180,6 +180,10 @@ def _granularity(
     return validate_granularity(default_granularity), "default"
 
 
+def _enabled(region: VideoBoxRegion) -> int:
+    return sum(1 for keyframe in region.value.sequence if keyframe.enabled)
+
+
 def _video_object(
     region: VideoBoxRegion,
     controls: Sequence[NumberRegion | TextRegion],
@@ -231,8 +235,17 @@ def parse_video_results(
     *,
     default_granularity: float,
     where: str = "params.context.result",
+    skip_tracks: bool = False,
 ) -> list[VideoObject]:
     """Decode the ``videorectangle`` regions of a result list (context, draft or annotation).
+
+    Args:
+        results: The results.
+        config: The parsed labeling config.
+        default_granularity: Granularity of regions that carry none.
+        where: Where the results come from (for messages).
+        skip_tracks: Leave out regions with more than `MAX_PROMPT_KEYFRAMES` enabled keyframes
+            (tracks already, e.g. an accepted prediction) instead of refusing them.
 
     Returns:
         One `VideoObject` per region, in the order of the results; empty if there is none.
@@ -252,6 +265,8 @@ def parse_video_results(
         if model is not None:
             checked.append(validate(model, item, where=f"{where}.{index}"))
     regions = [r for r in checked if isinstance(r, VideoBoxRegion)]
+    if skip_tracks:
+        regions = [r for r in regions if _enabled(r) <= MAX_PROMPT_KEYFRAMES]
     if len(regions) > MAX_VIDEO_OBJECTS:
         raise BadRequestError(
             f"{len(regions)} video regions to track, more than {MAX_VIDEO_OBJECTS} at once"

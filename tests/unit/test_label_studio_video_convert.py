@@ -153,6 +153,14 @@ def test_bad_regions_are_clear_errors(results, message) -> None:
         parse_video_results(results, CONFIG, default_granularity=0.5)
 
 
+def test_stored_tracks_can_be_left_out() -> None:
+    track = region("t", frames=range(1, MAX_PROMPT_KEYFRAMES + 2))
+    objects = parse_video_results(
+        [track, region("k", frames=(4,))], CONFIG, default_granularity=0.5, skip_tracks=True
+    )
+    assert [obj.region_id for obj in objects] == ["k"]
+
+
 def test_unknown_control_is_a_config_error() -> None:
     with pytest.raises(LabelConfigError, match="VideoRectangle"):
         parse_video_results([{**region(), "from_name": "nope"}], CONFIG, default_granularity=0.5)
