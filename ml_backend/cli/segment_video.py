@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     prompts = Prompts(points=tuple(args.point), box=None if args.box is None else Box(*args.box))
     if args.max_frames is not None and args.max_frames < 0:
         raise ValueError(f"--max-frames must be 0 or more, got {args.max_frames}")
+    if args.fps is not None and not args.fps > 0:
+        raise ValueError(f"--fps must be positive, got {args.fps}")
     source = open_clip(args.clip, max_side=args.max_side)
     try:
         check_frame_index(args.frame, source.num_frames)

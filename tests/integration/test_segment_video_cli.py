@@ -106,6 +106,7 @@ def broken_files(tmp_path: Path, clip: Path) -> dict[str, Path]:
         (["--point", "500,40"], "outside"),
         (["--point", "5,5", "--granularity", "1.5"], "granularity"),
         ([], "prompt"),
+        (["--point", "5,5", "--fps", "0"], "--fps must be positive"),
     ],
 )
 def test_bad_prompts_are_one_line_errors(
