@@ -35,17 +35,16 @@ import numpy.typing as npt
 from core_model.imageio import MAX_IMAGE_PIXELS
 from core_model.modeling.unsamv2 import UnSAMv2Model
 from core_model.serving import MaskPredictor
-from core_model.types import Prompts
 from core_model.video.frames import FrameList
 from core_model.video.predictor import VideoPredictor, VideoSession
 from ml_backend.cvat import tracker_shapes as shapes
+from ml_backend.cvat.track_propagation import prompt_shape
 from ml_backend.cvat.tracker_sessions import Entry, SessionStore, StateSigner
 from ml_backend.errors import BadRequestError
 from ml_backend.model_door import GatedPredictor
 
 logger = logging.getLogger(__name__)
 
-OBJECT_ID = 1
 FRAMES_KEPT = 3
 """Frames kept per session. A session reads only the newest frame and, at its first step, the
 prompted one: memories are kept as features (bounded by the core), not as frames, so holding
@@ -57,7 +56,7 @@ class Track:
     """One tracked object's session.
 
     Attributes:
-        session: The video session (one object, id `OBJECT_ID`).
+        session: The video session (one object, `track_propagation.OBJECT_ID`).
         frames: Its frames, the newest few only.
         model_version: The weights it runs on (another version restarts the track).
     """
@@ -211,24 +210,12 @@ class CvatTracker:
         granularity: float,
         model_version: str,
     ) -> tuple[Any, str]:
-        height, width = frame.shape[:2]
-        prompt_box = None
-        prompt_mask = None
-        if shape.type == "mask":
-            prompt_mask = shapes.decode_cvat_mask(shape.points, height, width)
-        else:
-            prompt_box = shapes.rectangle_box(shape, height, width)
         frames = FrameList([frame], keep_last=FRAMES_KEPT, max_pixels=self.max_image_pixels)
         session = VideoPredictor(model).open(frames)
         track = Track(session, frames, model_version)
         try:
             with lane():
-                if prompt_mask is not None:
-                    session.add_mask(0, OBJECT_ID, prompt_mask, granularity=granularity)
-                else:
-                    session.add_prompts(
-                        0, OBJECT_ID, Prompts.from_arrays(box=prompt_box), granularity
-                    )
+                prompt_shape(session, 0, shape, granularity)
         except BaseException:
             track.close()
             raise
