@@ -22,10 +22,10 @@ def write_clip(
     step_px: int = 4,
     vanish_after: int | None = None,
 ) -> list[tuple[int, int, int, int]]:
-    """Write an MPEG-4 clip of a bright square moving right over dark noise.
+    """Write a clip of a bright square moving right over dark noise.
 
     Args:
-        path: Output file (``.mp4``).
+        path: Output file: ``.mp4`` (MPEG-4 Part 2) or ``.webm`` (VP8, which browsers play).
         frames: Number of frames.
         size_hw: (height, width) of the frames.
         fps: Frame rate written in the container.
@@ -39,7 +39,8 @@ def write_clip(
     import cv2
 
     height, width = size_hw
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    codec = "VP80" if path.suffix == ".webm" else "mp4v"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (width, height))
     rng = np.random.default_rng(0)
     boxes = []
     for index in range(frames):

@@ -3,10 +3,10 @@
 Where the keyframes come from:
 
 * an interactive request (``params.context``): the ``videorectangle`` regions in
-  ``context.result``. Label Studio's editor sends them when the annotator finishes drawing a
-  box on a video with Auto-Annotation on (every control is "smart" by default; a video region
-  notifies like any region of an object tag without suggestion support), as the group of
-  regions with the same label;
+  ``context.result``. Label Studio 1.23's editor (Auto-Annotation on) sends the selected video
+  box, with the other boxes of its label, when the annotator changes the box's label; drawing
+  or moving a video box sends nothing. Its reply replaces the box at once (video regions have
+  no suggestion mode; the result keeps the box's id);
 * a request without context (task opened, "Retrieve predictions"): the ``videorectangle``
   regions of the task's newest draft that has any, else of its newest annotation that is not
   skipped. A task without keyframes gets no prediction.
@@ -254,11 +254,12 @@ def _track_task(
     ]
     _record(ctx, project_id, task, objects, version)
     logger.info(
-        "task %s: %d object(s) tracked over %d frame(s) from frame %d%s",
+        "task %s: %d object(s) tracked over %d frame(s) from frame %d at granularity %s%s",
         task.id,
         len(objects),
         run.frames,
         min(obj.first_frame for obj in objects),
+        ", ".join(f"{obj.granularity:.2f} ({obj.granularity_source})" for obj in objects),
         " (cut short)" if run.partial else "",
     )
     score = float(np.mean(run.scores)) if run.scores else 0.0
