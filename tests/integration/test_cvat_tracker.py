@@ -10,6 +10,7 @@ that a step equals the core video predictor's own step, not tracking quality.
 from __future__ import annotations
 
 import base64
+import threading
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,14 @@ def track(http, shapes: list[Any], states: list[Any] | None, step: int, name: st
     if states is not None:
         payload["states"] = states
     return http.post("/api/function_invocations", json=payload, headers=cvat_headers(name))
+
+
+def dashboard_client(app):
+    """A test client with the dashboard tests' basic auth."""
+    http = app.test_client()
+    auth = base64.b64encode(b"cvat:p@ss word").decode()
+    http.environ_base["HTTP_AUTHORIZATION"] = f"Basic {auth}"
+    return http
 
 
 def ui_rectangle(points: list[float]) -> list[float]:
@@ -147,18 +156,16 @@ def test_polygons_and_masks_come_back_as_polygons_and_masks(client, tracker) -> 
     ]
     first = track(client, shapes, None, 0).get_json()
     assert first["shapes"] == shapes and len(first["states"]) == 3
-    states = first["states"]
-    for step in (1, 2):
-        reply = track(client, first["shapes"], states, step).get_json()
-        polygon, tracked_mask, flat = reply["shapes"]
-        assert polygon["type"] == "polygon" and len(polygon["points"]) % 2 == 0
-        assert len(polygon["points"]) >= 6
-        assert tracked_mask["type"] == "mask"
-        decoded = decode_mask(tracked_mask["points"], image_width=W, image_height=H)
-        assert decoded.shape == (H, W) and decoded.any()
-        assert isinstance(flat, list) and len(flat) >= 6
-        assert all(a != b for a, b in zip(states, reply["states"], strict=True))
-        states = reply["states"]
+    reply = track(client, first["shapes"], first["states"], 1).get_json()
+    polygon, tracked_mask, flat = reply["shapes"]
+    assert polygon["type"] == "polygon" and len(polygon["points"]) % 2 == 0
+    assert len(polygon["points"]) >= 6
+    assert tracked_mask["type"] == "mask"
+    decoded = decode_mask(tracked_mask["points"], image_width=W, image_height=H)
+    assert decoded.shape == (H, W) and decoded.any()
+    assert isinstance(flat, list) and len(flat) >= 6
+    assert all(a != b for a, b in zip(first["states"], reply["states"], strict=True))
+    assert len(tracker.store) == 3  # each continued its own session
 
 
 def test_the_store_bound_evicts_the_least_recently_used_shape(client, tracker) -> None:
@@ -223,3 +230,24 @@ def test_the_nuclio_handler_tracks_and_answers_errors_as_json(nuclio_context) ->
     bad = {"image": frame_b64(moving_frame(1)), "shapes": [{"type": "points", "points": [1, 2]}]}
     status, error = nuclio_tests.call(nuclio_context, bad)
     assert (status, error["status"]) == (400, 400) and "'points'" in error["error"]
+
+
+def test_two_calls_with_one_state_at_once_continue_it_once(backend, tracker) -> None:
+    app, _ = backend
+    clients = [dashboard_client(app) for _ in range(2)]
+    (state,) = track(clients[0], [true_box(0)], None, 0).get_json()["states"]
+    session_id = state.split(".")[0]
+    replies: list[Any] = [None, None]
+
+    def call(i: int) -> None:
+        replies[i] = track(clients[i], [true_box(0)], [state], 1)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [r.status_code for r in replies] == [200, 200]
+    ids = sorted(r.get_json()["states"][0].split(".")[0] == session_id for r in replies)
+    assert ids == [False, True]  # one went on with the session, the other started afresh
+    assert len(tracker.store) == 2
