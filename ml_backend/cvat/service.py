@@ -8,6 +8,7 @@ and CVAT share one model and one embedding cache) at every call.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -74,19 +75,24 @@ class CvatService:
         self.functions = catalog(presets)
         self.options = options or CvatOptions()
         self._tracker: CvatTracker | None = None
+        self._tracker_lock = threading.Lock()
 
     @property
     def tracker(self) -> CvatTracker:
         """The trackers' sessions and state signer (made at the first use)."""
-        if self._tracker is None:
-            self._tracker = CvatTracker(
-                max_sessions=self.options.tracker_sessions,
-                ttl_s=self.options.tracker_ttl_s,
-                secret=self.options.state_secret,
-                max_image_pixels=self.options.max_image_pixels,
-                polygon_tolerance_px=self.options.polygon_tolerance_px,
-            )
-        return self._tracker
+        with self._tracker_lock:
+            if self._tracker is None:
+                self._tracker = self._new_tracker()
+            return self._tracker
+
+    def _new_tracker(self) -> CvatTracker:
+        return CvatTracker(
+            max_sessions=self.options.tracker_sessions,
+            ttl_s=self.options.tracker_ttl_s,
+            secret=self.options.state_secret,
+            max_image_pixels=self.options.max_image_pixels,
+            polygon_tolerance_px=self.options.polygon_tolerance_px,
+        )
 
     def function(self, name: str) -> CvatFunction:
         """Return the function called `name`, or raise `UnknownFunctionError` (HTTP 404)."""
@@ -122,6 +128,8 @@ class CvatService:
         tracker = self.tracker
         request = parse_request(body, max_shapes=tracker.store.max_sessions)
         frame = codec.decode_frame(body, max_pixels=self.options.max_image_pixels)
+        if not request.shapes:
+            return {"shapes": [], "states": []}
         predictor, version = self.serving(function.preset.scope)
         return tracker.track(
             request,

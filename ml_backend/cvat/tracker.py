@@ -152,11 +152,13 @@ class CvatTracker:
             ``{"shapes": [...], "states": [...]}``, one of each per request shape.
 
         Raises:
-            InvalidPromptError: a new shape with no area on the frame.
+            InvalidPromptError: a shape with no area on the frame.
             BadRequestError: a malformed mask.
             ModelBusyError: the model's queue is full.
         """
         model, lane = video_access(predictor)
+        for shape in request.shapes:  # refuse a bad shape before any model work
+            shapes.check_shape(shape, *frame.shape[:2])
         started, counts = time.perf_counter(), {"new": 0, "tracked": 0, "lost": 0}
         replies, states = [], []
         for shape, state in zip(request.shapes, request.states, strict=True):

@@ -156,6 +156,19 @@ def rectangle_box(shape: TrackedShape, height: int, width: int) -> npt.NDArray[n
     return clipped
 
 
+def check_shape(shape: TrackedShape, height: int, width: int) -> None:
+    """Check that a shape can prompt a `height` x `width` frame.
+
+    Raises:
+        InvalidPromptError: a rectangle or polygon with no area on the frame.
+        BadRequestError: a malformed mask.
+    """
+    if shape.type == "mask":
+        decode_cvat_mask(shape.points, height, width)
+    else:
+        rectangle_box(shape, height, width)
+
+
 def polygon_mask(shape: TrackedShape, height: int, width: int) -> npt.NDArray[np.bool_]:
     """Rasterise a polygon's inside (its outline pixels included) as an (H, W) bool mask."""
     canvas = np.zeros((height, width), dtype=np.uint8)

@@ -251,3 +251,11 @@ def test_two_calls_with_one_state_at_once_continue_it_once(backend, tracker) -> 
     ids = sorted(r.get_json()["states"][0].split(".")[0] == session_id for r in replies)
     assert ids == [False, True]  # one went on with the session, the other started afresh
     assert len(tracker.store) == 2
+
+
+def test_a_bad_shape_fails_the_call_before_any_session_starts(client, tracker) -> None:
+    answer = track(client, [true_box(0), [300, 300, 400, 400]], None, 0)
+    assert answer.status_code == 400
+    assert "no area on the 128x96 frame" in answer.get_json()["error"]
+    assert len(tracker.store) == 0
+    assert track(client, [], [], 0).get_json() == {"shapes": [], "states": []}
