@@ -205,10 +205,10 @@ def decode_cvat_mask(
     box_w, box_h = x1 - x0 + 1, y1 - y0 + 1
     if (lengths < 0).any() or (lengths != np.round(lengths)).any():
         raise BadRequestError("mask runs must be whole numbers >= 0")
-    if int(lengths.sum()) != box_w * box_h:
+    covered = float(lengths.sum())  # compared as a float: huge runs must not overflow
+    if covered != box_w * box_h:
         raise BadRequestError(
-            f"mask runs cover {int(lengths.sum())} pixels, its {box_w}x{box_h} box has "
-            f"{box_w * box_h}"
+            f"mask runs cover {covered:.0f} pixels, its {box_w}x{box_h} box has {box_w * box_h}"
         )
     values = np.repeat(np.arange(len(lengths)) % 2 == 1, lengths.astype(np.int64))
     mask = np.zeros((height, width), dtype=bool)
