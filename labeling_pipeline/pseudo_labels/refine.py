@@ -123,6 +123,9 @@ def grabcut_refine(
     if not labels & {cv2.GC_BGD, cv2.GC_PR_BGD} or not labels & {cv2.GC_FGD, cv2.GC_PR_FGD}:
         return mask
     background, foreground = np.zeros((1, 65)), np.zeros((1, 65))
+    # GrabCut seeds its colour models from the calling thread's random state: a fixed seed
+    # makes a mask independent of which worker thread refined what before
+    cv2.setRNGSeed(0)
     try:
         cv2.grabCut(
             np.ascontiguousarray(work_image),
