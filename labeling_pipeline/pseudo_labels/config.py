@@ -42,6 +42,8 @@ class PseudoLabelConfig:
         split_min_area_fraction: Splitting of a
             divide proposal that holds touching objects (`split`; why each value: below).
         snap_to_parts, snap_min_inside: Rebuilding instances from their refined parts.
+        regroup_parts, regroup_min_gain, regroup_min_keep, regroup_radius_fraction,
+        regroup_bulge_margin: Moving parts between split leaves by attachment (`regroup`).
         fallback, fallback_min_area_fraction, fallback_min_contrast: The instance of last
             resort for an image where the divide finds none (`fallback`).
         refine: GrabCut refinement settings.
@@ -72,9 +74,11 @@ class PseudoLabelConfig:
     # Mean weight of the links a split cuts: same-part neighbours link at 0.4-1, so below 0.2 the
     # cut runs mostly along a change of appearance, not across a uniform region.
     split_max_cut_weight: float = 0.2
-    # Two levels give up to four pieces per proposal, as many objects as scenes usually crowd
-    # together; deeper levels would cut objects into their parts, which the conquer does.
-    split_max_depth: int = 2
+    # Three levels give up to eight pieces per proposal: four objects crowded into one proposal
+    # can need a third cut (two levels left a flower and the disc it lies on in one piece).
+    # Pieces stay above `split_min_area_fraction`, so the extra level does not cut objects
+    # into their parts, which the conquer does.
+    split_max_depth: int = 3
     # A piece must cover this share of the image to be proposed: a little below the 5 % of an
     # instance, so a partly occluded object still counts; far above one part of an object
     # (a limb, a wheel), which the conquer finds, so a split does not cut an object apart.
@@ -94,6 +98,26 @@ class PseudoLabelConfig:
     snap_to_parts: bool = True
     # A part joins a mask when most of it lies inside: a part straddling two objects stays out.
     snap_min_inside: float = 0.5
+    # Regroup the conquer parts of a crowded proposal between its split leaves by attachment
+    # (`regroup`): the split works on coarse patches and can put a whole part on the wrong side.
+    regroup_parts: bool = True
+    # A part moves to another leaf only when it shares more than 1.5x the boundary with it than
+    # with its own leaf: clearly more attached there, so near ties (a part touching both
+    # objects about equally) keep the split's decision.
+    regroup_min_gain: float = 1.5
+    # ... and only while its leaf keeps half its area: regrouping corrects a few parts on the
+    # seam, it does not dissolve a piece the split found (that would undo the divide).
+    regroup_min_keep: float = 0.5
+    # Attachment counts only the boundary a part does not bulge across (`regroup.attachment`):
+    # a petal lying on another object touches it with its own convex outline, an occlusion, not
+    # an attachment. Bulging is judged in a disc of 0.35 x sqrt(part area), about 0.6 x the
+    # radius of a round part: large enough to see the curve of an ellipse's long side, ...
+    regroup_radius_fraction: float = 0.35
+    # ... by the share of the disc inside each side: a boundary counts for a part unless its
+    # share is lower than the neighbour's by more than 0.1 (two abutting parts of one object
+    # are both about a half; an occluder's convex outline leaves it clearly less than the
+    # dented part behind it).
+    regroup_bulge_margin: float = 0.1
     # An image whose divide yields no instance still gets one (`fallback`), with the reason in
     # the per-image result: an image without masks teaches nothing.
     fallback: bool = True

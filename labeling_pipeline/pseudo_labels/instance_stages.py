@@ -26,6 +26,7 @@ from labeling_pipeline.pseudo_labels.refine import (
     grabcut_refine,
     snap_to_parts,
 )
+from labeling_pipeline.pseudo_labels.regroup import apply_moves, regroup_leaves
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,52 @@ def instance_hierarchy(
     return frame, framed_instance, parts
 
 
+def _split_leaves(pieces: list[BoolMask], containment: float) -> list[int]:
+    """Return the indices of the pieces holding no other piece, if they barely overlap."""
+    areas = [int(p.sum()) for p in pieces]
+    leaves = [
+        i
+        for i, p in enumerate(pieces)
+        if not any(
+            j != i and areas[j] < areas[i] and int((q & p).sum()) > containment * areas[j]
+            for j, q in enumerate(pieces)
+        )
+    ]
+    for a in leaves:
+        for b in leaves:
+            if a < b and int((pieces[a] & pieces[b]).sum()) > 0.1 * min(areas[a], areas[b]):
+                return []
+    return leaves
+
+
+def _regrouped(
+    parts: list[Candidate], conquer: list[BoolMask], config: PseudoLabelConfig
+) -> list[Candidate]:
+    """Move conquer parts between the split leaves by attachment (`regroup`)."""
+    index = [i for i, p in enumerate(parts) if p.source in SPLIT_SOURCES]
+    pieces = [parts[i].mask for i in index]
+    leaves = _split_leaves(pieces, config.containment_threshold)
+    if len(leaves) < 2:
+        return parts
+    old = [pieces[i] for i in leaves]
+    moves = regroup_leaves(
+        old,
+        conquer,
+        min_gain=config.regroup_min_gain,
+        min_keep=config.regroup_min_keep,
+        radius_fraction=config.regroup_radius_fraction,
+        bulge_margin=config.regroup_bulge_margin,
+    )
+    if not moves:
+        return parts
+    rebuilt = apply_moves(pieces, old, moves, containment=config.containment_threshold)
+    out = list(parts)
+    for i, mask in zip(index, rebuilt, strict=True):
+        p = parts[i]
+        out[i] = Candidate(mask, p.score, p.source, p.band_px)
+    return out
+
+
 def _snapped(
     instance: BoolMask,
     parts: list[Candidate],
@@ -204,6 +251,8 @@ def _snapped(
         Candidate(snap(p.mask), p.score, p.source, p.band_px) if p.source in SPLIT_SOURCES else p
         for p in parts
     ]
+    if config.regroup_parts:
+        snapped = _regrouped(snapped, leaves, config)
     area = int(instance.sum())
     snapped = [p for p in snapped if _is_part(p.mask, instance, area, config)]
     order = protected_nms(instance, [p.mask for p in snapped], iou_threshold=config.nms_iou)

@@ -1,0 +1,208 @@
+"""Regroup the parts of a crowded proposal between its split pieces by how they are attached.
+
+The split (`split`) cuts a proposal holding several objects on the patch grid; where parts of
+two objects meet, it can put a whole part on the wrong side (a roof with the vehicle it touches
+at one wheel instead of the wall it sits on). After snapping, every split leaf (a piece holding
+no other piece) is a union of conquer parts, so the assignment can be revised part by part:
+
+- every pixel of the proposal belongs to its finest (smallest) conquer part, and every such
+  region to the leaf holding most of it;
+- a region whose attachment to another leaf is more than `min_gain` times its attachment to
+  its own leaf moves there, provided its leaf stays one connected piece keeping at least
+  `min_keep` of its area. Attachment is shared boundary where the region does not bulge into
+  its neighbour (`attachment`): a part belongs to the object it is attached to along most of
+  its outline (parts of one object abut each other), while an occluder lying on another
+  object touches it with its own convex outline, which says nothing about where it belongs;
+- moves repeat until none is left (at most `max_rounds` rounds).
+
+Every piece of the split tree follows the moves of the leaves it holds, so the whole
+hypotheses stay one consistent partition of the proposal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+logger = logging.getLogger(__name__)
+
+# 4-neighbour and 2-pixel offsets: the refined parts of a boundary may leave a gap of a pixel
+_OFFSETS = ((0, 1), (1, 0), (0, 2), (2, 0))
+
+
+def finest_labels(
+    parts: Sequence[npt.NDArray[np.bool_]], shape: tuple[int, int]
+) -> npt.NDArray[np.int32]:
+    """Return the (H, W) int32 index of the smallest part covering each pixel (-1: none)."""
+    labels = np.full(shape, -1, dtype=np.int32)
+    for index in sorted(range(len(parts)), key=lambda k: -int(parts[k].sum())):
+        labels[parts[index]] = index
+    return labels
+
+
+def own_fill(
+    labels: npt.NDArray[np.int32], count: int, radius_fraction: float
+) -> npt.NDArray[np.float32]:
+    """Return (H, W) float32: the share of a disc around each pixel inside the pixel's region.
+
+    The disc's radius is `radius_fraction` x the square root of the region's area (at least 2
+    px): a scale of the region's own width. On a straight stretch of outline the share is about
+    a half; where the region bulges into a neighbour it is less, where a neighbour bulges into
+    it, more. Pixels of no region get 0.
+    """
+    out = np.zeros(labels.shape, dtype=np.float32)
+    height, width = labels.shape
+    for k in range(count):
+        rows, cols = np.nonzero(labels == k)
+        if rows.size == 0:
+            continue
+        radius = max(2, round(radius_fraction * float(np.sqrt(rows.size))))
+        y0, y1 = max(0, rows.min() - radius), min(height, rows.max() + radius + 1)
+        x0, x1 = max(0, cols.min() - radius), min(width, cols.max() + radius + 1)
+        inside = (labels[y0:y1, x0:x1] == k).astype(np.float32)
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        disc = disc.astype(np.float32) / float(disc.sum())
+        filled = cv2.filter2D(inside, -1, disc, borderType=cv2.BORDER_CONSTANT)
+        view = out[y0:y1, x0:x1]
+        view[inside > 0] = filled[inside > 0]
+    return out
+
+
+def attachment(
+    labels: npt.NDArray[np.int32], count: int, fill: npt.NDArray[np.float32], margin: float
+) -> npt.NDArray[np.int64]:
+    """Return (count, count): [p, q] = neighbour pixel pairs of p and q where p does not bulge.
+
+    A pair counts for p unless the disc share `fill` (`own_fill`) at p's pixel is lower than at
+    q's by more than `margin`: then the boundary is p's own convex outline lying on q (an
+    occluder's outline says nothing about which object it belongs to); a straight boundary,
+    or q bulging into p, counts.
+    """
+    out = np.zeros((count, count), dtype=np.int64)
+    for dy, dx in _OFFSETS:
+        a = labels[: labels.shape[0] - dy, : labels.shape[1] - dx]
+        b = labels[dy:, dx:]
+        fa = fill[: labels.shape[0] - dy, : labels.shape[1] - dx]
+        fb = fill[dy:, dx:]
+        pair = (a >= 0) & (b >= 0) & (a != b)
+        first = pair & (fa >= fb - margin)
+        np.add.at(out, (a[first], b[first]), 1)
+        second = pair & (fb >= fa - margin)
+        np.add.at(out, (b[second], a[second]), 1)
+    return out
+
+
+def _connected(mask: npt.NDArray[np.bool_]) -> bool:
+    _, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    return int(count) <= 1
+
+
+Move = tuple[npt.NDArray[np.bool_], int, int]  # (region (H, W) bool, from leaf, to leaf)
+
+
+def regroup_leaves(
+    leaves: Sequence[npt.NDArray[np.bool_]],
+    parts: Sequence[npt.NDArray[np.bool_]],
+    *,
+    min_gain: float,
+    min_keep: float,
+    radius_fraction: float,
+    bulge_margin: float,
+    max_rounds: int = 4,
+) -> list[Move]:
+    """Return the moves of whole parts between split leaves to the leaf most attached to.
+
+    Args:
+        leaves: k >= 2 (H, W) bool leaf pieces (snapped), pairwise nearly disjoint.
+        parts: (H, W) bool conquer parts in the same frame.
+        min_gain: A region moves when its boundary with another leaf exceeds this times its
+            boundary with its own leaf.
+        min_keep: Least share of its own area a leaf keeps.
+        radius_fraction: Disc radius of the bulge test (`own_fill`), x sqrt(region area).
+        bulge_margin: Margin of the bulge test (`attachment`).
+        max_rounds: Passes over the regions.
+
+    Returns:
+        The moves in order: (region (H, W) bool, leaf it left, leaf it joined).
+    """
+    moves: list[Move] = []
+    if len(leaves) < 2 or not parts:
+        return moves
+    out = [leaf.copy() for leaf in leaves]
+    min_area = [min_keep * int(leaf.sum()) for leaf in leaves]
+    labels = finest_labels(parts, (leaves[0].shape[0], leaves[0].shape[1]))
+    regions = [labels == k for k in range(len(parts))]
+    owner = np.full(len(parts), -1, dtype=np.int64)
+    for k, region in enumerate(regions):
+        overlaps = [int((region & leaf).sum()) for leaf in out]
+        best = int(np.argmax(overlaps))
+        if overlaps[best] > 0.5 * int(region.sum()):
+            owner[k] = best
+    fill = own_fill(labels, len(parts), radius_fraction)
+    shared = attachment(labels, len(parts), fill, bulge_margin).astype(np.float64)
+    for _ in range(max_rounds):
+        moved = False
+        for k in np.argsort([int(r.sum()) for r in regions]):
+            if owner[k] < 0:
+                continue
+            per_leaf = np.zeros(len(out))
+            known = owner >= 0
+            np.add.at(per_leaf, owner[known], shared[k, known])
+            target = int(np.argmax(per_leaf))
+            current = int(owner[k])
+            if target == current or per_leaf[target] <= min_gain * per_leaf[current]:
+                continue
+            remaining = out[current] & ~regions[k]
+            if int(remaining.sum()) < min_area[current] or not _connected(remaining):
+                continue
+            logger.debug(
+                "region %d (%d px) moves from leaf %d to %d: boundary %s",
+                k,
+                int(regions[k].sum()),
+                current,
+                target,
+                per_leaf.tolist(),
+            )
+            out[current] = remaining
+            out[target] = out[target] | regions[k]
+            owner[k] = target
+            moves.append((regions[k], current, target))
+            moved = True
+        if not moved:
+            break
+    return moves
+
+
+def apply_moves(
+    pieces: Sequence[npt.NDArray[np.bool_]],
+    leaves: Sequence[npt.NDArray[np.bool_]],
+    moves: Sequence[Move],
+    *,
+    containment: float,
+) -> list[npt.NDArray[np.bool_]]:
+    """Return every piece of the split tree after the moves between the leaves it holds.
+
+    A piece holds a leaf when more than `containment` of the leaf lies inside it; a region
+    leaving one of its leaves for a leaf it does not hold leaves the piece, and the other way
+    round. Pieces no move concerns are returned as they are.
+    """
+    out = []
+    for piece in pieces:
+        held = {
+            k
+            for k, leaf in enumerate(leaves)
+            if int(leaf.sum()) > 0 and int((leaf & piece).sum()) > containment * int(leaf.sum())
+        }
+        new = piece
+        for region, source, target in moves:
+            if source in held and target not in held:
+                new = new & ~region
+            elif target in held and source not in held:
+                new = new | region
+        out.append(new)
+    return out

@@ -1,0 +1,87 @@
+"""Regrouping parts between split leaves: attachment moves a part, an occluding outline not."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from labeling_pipeline.pseudo_labels.regroup import (
+    Move,
+    apply_moves,
+    attachment,
+    finest_labels,
+    own_fill,
+    regroup_leaves,
+)
+
+Mask = npt.NDArray[np.bool_]
+
+
+def regroup(leaves: list[Mask], parts: list[Mask], margin: float = 0.1) -> list[Move]:
+    """Regroup with the default settings of `PseudoLabelConfig`."""
+    return regroup_leaves(
+        leaves, parts, min_gain=1.5, min_keep=0.5, radius_fraction=0.35, bulge_margin=margin
+    )
+
+
+def rect(y0: int, y1: int, x0: int, x1: int, shape: tuple[int, int] = (60, 90)) -> Mask:
+    mask = np.zeros(shape, bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def test_a_part_moves_to_the_leaf_it_abuts_along_most_of_its_outline() -> None:
+    wall = rect(25, 55, 5, 45)
+    roof = rect(10, 25, 5, 45)  # sits on the wall along 40 px
+    other = rect(5, 40, 46, 85)  # touches the roof along its 15 px side only
+    # the split put the roof with the neighbouring object
+    leaves = [wall, roof | other]
+    moves = regroup(leaves, [wall, roof, other])
+    assert len(moves) == 1
+    region, source, target = moves[0]
+    assert (source, target) == (1, 0)
+    assert np.array_equal(region, roof)
+    # the parent piece holding both leaves does not change, a piece holding one follows
+    whole = wall | roof | other
+    pieces = apply_moves([whole, roof | other, wall], leaves, moves, containment=0.8)
+    assert np.array_equal(pieces[0], whole)
+    assert np.array_equal(pieces[1], other)
+    assert np.array_equal(pieces[2], wall | roof)
+
+
+def test_a_convex_part_lying_on_another_object_stays_with_its_own() -> None:
+    shape = (80, 120)
+    behind = rect(5, 75, 5, 80, shape)
+    petal = np.zeros(shape, np.uint8)
+    cv2.circle(petal, (66, 40), 11, 1, -1)
+    petal_mask = petal.astype(bool)
+    # the petal lies on the object behind; its base is hidden under its flower's centre
+    centre = rect(28, 52, 70, 110, shape)
+    behind &= ~petal_mask & ~centre
+    petal_mask &= ~centre
+    leaves = [behind, petal_mask | centre]
+    parts = [behind, petal_mask, centre]
+    # counted on both sides, the long occlusion boundary would pull the petal onto the disc
+    assert [(s, t) for _, s, t in regroup(leaves, parts, margin=10.0)] == [(1, 0)]
+    assert regroup(leaves, parts) == []
+
+
+def test_the_bulging_side_of_a_boundary_does_not_count_it() -> None:
+    inner = np.zeros((60, 90), np.uint8)
+    cv2.circle(inner, (45, 30), 10, 1, -1)
+    labels = finest_labels([rect(0, 60, 0, 90), inner.astype(bool)], (60, 90))
+    shared = attachment(labels, 2, own_fill(labels, 2, 0.35), 0.1)
+    # the small disc bulges into the large region around it: only the large one counts it
+    assert shared[0, 1] > 0
+    assert shared[1, 0] == 0
+
+
+def test_a_move_that_would_cut_a_leaf_in_two_is_not_made() -> None:
+    left, bridge, right = rect(10, 50, 0, 30), rect(25, 35, 30, 60), rect(10, 50, 60, 90)
+    top = rect(0, 25, 30, 60)
+    bottom = rect(35, 60, 30, 60)
+    # the bridge abuts the top and bottom pieces along 60 px but holds its leaf together
+    leaves = [left | bridge | right, top | bottom]
+    moves = regroup(leaves, [left, bridge, right, top, bottom])
+    assert all(not np.array_equal(region, bridge) for region, _, _ in moves)
