@@ -9,7 +9,8 @@ built from `unsamv2_small.yaml` with the test-tiny overrides, the video builder'
 CUDA extension), then run on CPU over the 24-frame JPEG clip in tests/fixtures/video_golden.
 
 Each case replays the official calls on a fresh session (clicks, a box, a mask prompt, two
-objects, a correction click on a tracked frame, forward and reverse propagation, a prompt far
+objects, a correction click on a tracked frame (kept as a conditioning frame or not), forward
+and reverse propagation, a prompt far
 from the start of a reverse pass) with the same granularity, and compares, for every add call
 and every propagated frame and object: a strided sample of the low-resolution logits (to 1e-4)
 and their sum (to 1e-2), the object score logit (to 1e-4) and the area of the video-resolution
@@ -84,7 +85,8 @@ def check_propagation(session: VideoSession, step: dict[str, Any], where: str) -
 @pytest.mark.parametrize("case", sorted(GOLDEN["cases"]))
 def test_matches_official_video_outputs(tiny_model, case: str) -> None:
     steps = GOLDEN["cases"][case]
-    session = VideoPredictor(tiny_model, fill_hole_area=0).open(FrameFolder(CLIP))
+    options = GOLDEN["case_options"].get(case, {})
+    session = VideoPredictor(tiny_model, fill_hole_area=0, **options).open(FrameFolder(CLIP))
     try:
         assert session.num_frames == 24
         assert session.size == (96, 128)
