@@ -8,8 +8,12 @@ visible span after that frame (a later enabled keyframe starts a new one). ``val
 holds the label of the ``<Labels>`` control; ``framesCount`` and ``duration`` are the video's
 as the browser measured them.
 
-Prompts: every enabled keyframe of a region is a box prompt on its frame (Label Studio frame
-``n`` is decoded frame ``n - 1``); the region's granularity resolves as for image clicks:
+Prompts: every enabled keyframe the annotator drew or moved is a box prompt on its frame (Label
+Studio frame ``n`` is decoded frame ``n - 1``). Tracked keyframes the backend wrote carry
+``model_box``, their box as written (the editor keeps extra keyframe fields, also when a
+keyframe is moved); a keyframe whose box still equals it is not a prompt, so tracking a track
+again (another granularity, a corrected box on a later frame) starts from the drawn boxes
+only. The region's granularity resolves as for image clicks:
 per-region TextArea, per-region Number (results with the region's id), the label's ``level``
 attribute, the project default.
 
@@ -76,6 +80,17 @@ class Keyframe(_Lenient):
     width: Finite
     height: Finite
     rotation: Finite | None = None
+    model_box: Annotated[list[Finite], Field(max_length=4)] | None = None
+
+    @property
+    def from_model(self) -> bool:
+        """Whether this is a tracked keyframe as the backend wrote it (not drawn or moved)."""
+        own = (self.x, self.y, self.width, self.height)
+        return (
+            self.model_box is not None
+            and len(self.model_box) == 4
+            and all(abs(a - b) <= 1e-6 for a, b in zip(own, self.model_box, strict=True))
+        )
 
 
 class VideoBoxValue(_Lenient):
@@ -180,8 +195,15 @@ def _granularity(
     return validate_granularity(default_granularity), "default"
 
 
-def _enabled(region: VideoBoxRegion) -> int:
-    return sum(1 for keyframe in region.value.sequence if keyframe.enabled)
+def prompt_keyframes(region: VideoBoxRegion) -> list[Keyframe]:
+    """The region's prompt keyframes, by frame: its first enabled one, and those drawn or moved.
+
+    Tracked keyframes the backend wrote carry ``model_box`` (their box as written); one whose
+    box still equals it is model output, not a prompt, unless it starts the region (its drawn
+    keyframe was deleted): a track is tracked again from where it starts.
+    """
+    enabled = sorted((k for k in region.value.sequence if k.enabled), key=lambda k: k.frame)
+    return [k for index, k in enumerate(enabled) if index == 0 or not k.from_model]
 
 
 def _video_object(
@@ -194,18 +216,15 @@ def _video_object(
         raise LabelConfigError(
             f"the labeling config has no <VideoRectangle name={region.from_name!r}> on a <Video>"
         )
-    keyframes = sorted(
-        (k for k in region.value.sequence if k.enabled), key=lambda keyframe: keyframe.frame
-    )
+    keyframes = prompt_keyframes(region)
     if not keyframes:
         raise BadRequestError(
             f"region {region.id}: no enabled keyframe to track from; draw a box on a frame"
         )
     if len(keyframes) > MAX_PROMPT_KEYFRAMES:
         raise BadRequestError(
-            f"region {region.id} has {len(keyframes)} keyframes, more than the "
-            f"{MAX_PROMPT_KEYFRAMES} used as prompts (it is probably a track already): draw a "
-            "new box to track an object"
+            f"region {region.id} has {len(keyframes)} drawn keyframes, more than the "
+            f"{MAX_PROMPT_KEYFRAMES} used as prompts: delete some, or draw a new box"
         )
     mine = [c for c in controls if str(c.id) == str(region.id)]
     granularity, source = _granularity(region, mine, config, default_granularity)
@@ -244,8 +263,8 @@ def parse_video_results(
         config: The parsed labeling config.
         default_granularity: Granularity of regions that carry none.
         where: Where the results come from (for messages).
-        skip_tracks: Leave out regions with more than `MAX_PROMPT_KEYFRAMES` enabled keyframes
-            (tracks already, e.g. an accepted prediction) instead of refusing them.
+        skip_tracks: Leave out regions with more than `MAX_PROMPT_KEYFRAMES` prompt keyframes
+            (e.g. tracks written before keyframes were marked) instead of refusing them.
 
     Returns:
         One `VideoObject` per region, in the order of the results; empty if there is none.
@@ -266,7 +285,7 @@ def parse_video_results(
             checked.append(validate(model, item, where=f"{where}.{index}"))
     regions = [r for r in checked if isinstance(r, VideoBoxRegion)]
     if skip_tracks:
-        regions = [r for r in regions if _enabled(r) <= MAX_PROMPT_KEYFRAMES]
+        regions = [r for r in regions if len(prompt_keyframes(r)) <= MAX_PROMPT_KEYFRAMES]
     if len(regions) > MAX_VIDEO_OBJECTS:
         raise BadRequestError(
             f"{len(regions)} video regions to track, more than {MAX_VIDEO_OBJECTS} at once"
@@ -286,19 +305,19 @@ def mask_box_pct(mask: npt.NDArray[np.bool_]) -> tuple[float, float, float, floa
     return (100 * x0 / width, 100 * y0 / height, 100 * (x1 - x0) / width, 100 * (y1 - y0) / height)
 
 
-def _entry(
-    frame: int, box: tuple[float, float, float, float], rotation: float, fps: float
-) -> dict[str, Any]:
-    x, y, w, h = box
+def _entry(frame: int, box: tuple[float, float, float, float], fps: float) -> dict[str, Any]:
+    """A tracked keyframe, marked with ``model_box`` (see `Keyframe.from_model`)."""
+    x, y, w, h = (round(value, 4) for value in box)
     return {
         "frame": frame,
         "enabled": True,
-        "rotation": rotation,
-        "x": round(x, 4),
-        "y": round(y, 4),
-        "width": round(w, 4),
-        "height": round(h, 4),
+        "rotation": 0.0,
+        "x": x,
+        "y": y,
+        "width": w,
+        "height": h,
         "time": round(frame / fps, 6),
+        "model_box": [x, y, w, h],
     }
 
 
@@ -324,13 +343,15 @@ def track_sequence(
     for frame, box in boxes:
         keyframe = prompted.get(frame)
         if keyframe is not None:  # the annotator's own box, as drawn
-            own = (keyframe.x, keyframe.y, keyframe.width, keyframe.height)
-            sequence.append(_entry(frame, own, keyframe.rotation or 0.0, fps))
+            own = keyframe.model_dump(exclude={"model_box"}, exclude_none=True)
+            sequence.append(
+                {"rotation": 0.0, **own, "enabled": True, "time": round(frame / fps, 6)}
+            )
         elif box is None:
             if sequence and sequence[-1]["enabled"]:
                 sequence[-1]["enabled"] = False  # lost here: hidden from this frame on
         else:
-            sequence.append(_entry(frame, box, 0.0, fps))
+            sequence.append(_entry(frame, box, fps))
     if cut_off and sequence:
         sequence[-1]["enabled"] = False
     return sequence

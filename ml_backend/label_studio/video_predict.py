@@ -254,9 +254,11 @@ def _track_task(
     ]
     _record(ctx, project_id, task, objects, version)
     logger.info(
-        "task %s: %d object(s) tracked over %d frame(s) from frame %d at granularity %s%s",
+        "task %s: %d object(s), %d keyframe prompt(s), tracked over %d frame(s) from frame %d "
+        "at granularity %s%s",
         task.id,
         len(objects),
+        sum(len(obj.keyframes) for obj in objects),
         run.frames,
         min(obj.first_frame for obj in objects),
         ", ".join(f"{obj.granularity:.2f} ({obj.granularity_source})" for obj in objects),

@@ -39,6 +39,17 @@ REGIONS_JS = (
     "return a.regions.map((r) => [r.id, r.labelName, r.sequence.map((k) => [k.frame, k.enabled])]);"
 )
 
+VIDEO_READY_JS = (
+    "document.querySelector('.konvajs-content')?.getBoundingClientRect().width > 0"
+    " && document.querySelectorAll('.lsf-label').length === 2"
+)
+PICK_JS = (
+    "const label = [...document.querySelectorAll('.lsf-label')].find((e) =>"
+    " [...e.querySelectorAll('*')]"
+    ".some((c) => !c.childElementCount && c.textContent === arguments[0]));"
+    "if (label) label.click(); return !!label;"
+)
+
 
 def _js_wait(driver: Any, condition: str, what: str, timeout: float = 60) -> Any:
     return wait_for(lambda: driver.execute_script(f"return {condition};"), timeout, what, 0.2)
@@ -129,10 +140,10 @@ def test_relabelling_a_drawn_video_box_tracks_it(label_studio, tmp_path: Path, m
         wait_for(lambda: driver.find_elements(By.XPATH, "//*[text()='Auto-Annotation']"), 30, "")
         driver.find_element(By.XPATH, "//*[text()='Auto-Annotation']").click()
 
-        def pick(label: str) -> None:
-            element = driver.find_elements(By.XPATH, f"//*[text()='{label}']")[0]
-            driver.execute_script("arguments[0].closest('.lsf-label').click()", element)
+        def pick(label: str) -> None:  # in one script: the editor re-renders its labels
+            assert driver.execute_script(PICK_JS, label), f"no label {label!r}"
 
+        _js_wait(driver, VIDEO_READY_JS, "the video canvas")
         pick("Car @1")
         _draw_box(driver)
         drawn = wait_for(lambda: driver.execute_script(REGIONS_JS), 30, "the drawn box", 0.2)
@@ -156,6 +167,14 @@ def test_relabelling_a_drawn_video_box_tracks_it(label_studio, tmp_path: Path, m
         frames = [frame for frame, _ in sequence]
         assert frames[0] == 1 and set(frames) <= {1, 2, 3}  # UNSAMV2_VIDEO_MAX_FRAMES=2
         assert sequence[-1][1] is False  # lost or cut off: the span ends
+        assert "1 keyframe prompt(s)" in service.log()
+        assert len([frame for frame, enabled in sequence if enabled]) >= 2  # fixed seed
+
+        # back to the whole object: the track is tracked again from its drawn box only (the
+        # editor sends the tracked keyframes back with the backend's marks)
+        pick("Car @1")
+        service.wait_log("at granularity 1.00 (level)", 60)
+        assert service.log().count("1 keyframe prompt(s)") == 2
         driver.save_screenshot(str(artifacts_dir("label_studio") / "video-track.png"))
     finally:
         if driver is not None:

@@ -144,7 +144,7 @@ def test_disabled_keyframes_are_not_prompts_and_other_results_are_ignored() -> N
             "no enabled keyframe",
         ),
         ([{**region(), "value": {"sequence": []}}], "no enabled keyframe"),
-        ([region(frames=range(1, MAX_PROMPT_KEYFRAMES + 2))], "draw a new box"),
+        ([region(frames=range(1, MAX_PROMPT_KEYFRAMES + 2))], "drawn keyframes"),
         ([region(str(i)) for i in range(11)], "more than 10"),
     ],
 )
@@ -153,7 +153,7 @@ def test_bad_regions_are_clear_errors(results, message) -> None:
         parse_video_results(results, CONFIG, default_granularity=0.5)
 
 
-def test_stored_tracks_can_be_left_out() -> None:
+def test_regions_with_too_many_drawn_keyframes_can_be_left_out() -> None:
     track = region("t", frames=range(1, MAX_PROMPT_KEYFRAMES + 2))
     objects = parse_video_results(
         [track, region("k", frames=(4,))], CONFIG, default_granularity=0.5, skip_tracks=True
@@ -205,9 +205,30 @@ def test_track_sequence_keeps_keyframes_ends_and_restarts_spans() -> None:
         "width": 3.0,
         "height": 4.0,
         "time": 0.12,
+        "model_box": [1.0, 2.0, 3.0, 4.0],
     }
     cut = track_sequence(obj, boxes, fps=25.0, cut_off=True)
     assert cut[-1]["enabled"] is False and cut[:-1] == sequence[:-1]
+
+
+def test_a_track_sent_back_is_prompted_by_its_drawn_and_moved_keyframes_only() -> None:
+    (obj,) = parse_video_results([region(frames=(2,))], CONFIG, default_granularity=0.5)
+    boxes = [(frame, (1.0 + frame, 2.0, 3.0, 4.0)) for frame in range(2, 40)]
+    track = region(label="Car part")
+    track["value"]["sequence"] = track_sequence(obj, boxes, fps=25.0, cut_off=True)
+    (again,) = parse_video_results([track], CONFIG, default_granularity=0.5)
+    assert [k.frame for k in again.keyframes] == [2]  # more than 20 keyframes, one drawn
+    moved = track["value"]["sequence"][10]
+    moved["x"] += 2.5  # the annotator corrects the box on frame 12 (extra fields stay)
+    (corrected,) = parse_video_results([track], CONFIG, default_granularity=0.5)
+    assert [k.frame for k in corrected.keyframes] == [2, 12]
+    redone = track_sequence(
+        corrected, [(2, None), (12, None), (13, (1, 1, 1, 1))], fps=25.0, cut_off=False
+    )
+    assert "model_box" not in redone[1] and redone[1]["x"] == moved["x"]  # kept as drawn
+    del track["value"]["sequence"][0]  # the drawn keyframe deleted: the first one prompts
+    (first,) = parse_video_results([track], CONFIG, default_granularity=0.5)
+    assert [k.frame for k in first.keyframes] == [3, 12]
 
 
 def test_video_box_result_keeps_region_identity() -> None:
