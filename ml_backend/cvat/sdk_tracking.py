@@ -42,7 +42,8 @@ from core_model.video.frames import FrameList, check_frame_index
 from core_model.video.predictor import VideoPredictor, VideoSession
 from ml_backend.cvat import tracker_shapes as shapes
 from ml_backend.cvat.track_propagation import prompt_shape, propagate_shape
-from ml_backend.cvat.tracker import FRAMES_KEPT, video_access
+from ml_backend.cvat.tracker import FRAMES_KEPT
+from ml_backend.video_access import video_model_access
 
 try:
     import cvat_sdk.auto_annotation as cvataa
@@ -206,7 +207,7 @@ def track_task(
         from ml_backend.cvat.sdk_function import load_predictor
 
         predictor = load_predictor(checkpoint=None, model=None, device=None)
-    model, lane = video_access(predictor)
+    model, lane = video_model_access(predictor)
     tracked = _tracked_shape(shape)
     typed = shapes.TrackedShape(tracked.type, tracked.points, typed=True)
     found = propagate_shape(
@@ -245,7 +246,7 @@ class UnSAMv2Tracking:
     def __init__(
         self, predictor: MaskPredictor, *, granularity: float, polygon_tolerance_px: float = 1.0
     ) -> None:
-        self.model, self.lane = video_access(predictor)
+        self.model, self.lane = video_model_access(predictor)
         self.max_image_pixels = predictor.max_image_pixels
         self.granularity = validate_granularity(granularity)
         self.polygon_tolerance_px = polygon_tolerance_px

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +40,7 @@ from core_model.video.predictor import VideoPredictor, VideoSession
 from ml_backend.cvat import tracker_shapes as shapes
 from ml_backend.cvat.track_propagation import prompt_shape
 from ml_backend.cvat.tracker_sessions import Entry, SessionStore, StateSigner
-from ml_backend.errors import BadRequestError
-from ml_backend.model_door import GatedPredictor
+from ml_backend.video_access import video_model_access
 
 logger = logging.getLogger(__name__)
 
@@ -74,27 +73,6 @@ class Track:
         """Release memories, features and frames."""
         self.session.close()
         self.frames.close()
-
-
-def video_access(predictor: MaskPredictor) -> tuple[UnSAMv2Model, Callable[[], Any]]:
-    """Return the model behind a serving predictor and a context that holds its encode lane.
-
-    Raises:
-        BadRequestError: the predictor has no `UnSAMv2Model` (it cannot track video).
-    """
-    lane: Callable[[], Any] = nullcontext
-    inner = predictor
-    if isinstance(predictor, GatedPredictor):
-        door = predictor.door
-        inner = predictor.inner
-
-        def lane() -> Any:
-            return door.entered(door.encode_lane)
-
-    model = getattr(inner, "model", None)
-    if not isinstance(model, UnSAMv2Model):
-        raise BadRequestError("the serving model cannot track video")
-    return model, lane
 
 
 class CvatTracker:
@@ -156,7 +134,7 @@ class CvatTracker:
             BadRequestError: a malformed mask.
             ModelBusyError: the model's queue is full.
         """
-        model, lane = video_access(predictor)
+        model, lane = video_model_access(predictor)
         for shape in request.shapes:  # refuse a bad shape before any model work
             shapes.check_shape(shape, *frame.shape[:2])
         started, counts = time.perf_counter(), {"new": 0, "tracked": 0, "lost": 0}

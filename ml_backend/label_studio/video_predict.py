@@ -50,7 +50,8 @@ from ml_backend.label_studio.video_convert import (
     track_sequence,
     video_box_result,
 )
-from ml_backend.label_studio.video_tracking import serving_video_model, track_objects
+from ml_backend.label_studio.video_tracking import track_objects
+from ml_backend.video_access import video_model_access
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def _track_task(
 ) -> dict[str, Any]:
     video = _video_tag(config, objects)
     predictor, version = ctx.runtime.serving(serving_scope(project_id))
-    model, door = serving_video_model(predictor)
+    model, lane = video_model_access(predictor)
     with (
         _downloaded(ctx, _video_url(task, video)) as path,
         contextlib.closing(
@@ -234,7 +235,7 @@ def _track_task(
             )
         run = track_objects(
             model,
-            door,
+            lane,
             clip,
             objects,
             max_frames=ctx.settings.video_max_frames,

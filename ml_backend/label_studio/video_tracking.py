@@ -2,16 +2,15 @@
 
 Kept apart from the Label Studio request handling (`video_predict`) so that it can be tested
 with any frame source. Each model step (a keyframe prompt, or one frame of all objects) holds
-the process's encode lane of the `ModelDoor` when one is given, so other requests interleave
+the process's encode lane (`ml_backend.video_access`), so other requests interleave
 between frames.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +22,7 @@ from core_model.video.frames import FrameSource
 from core_model.video.predictor import VideoPredictor, VideoSession
 from ml_backend.errors import BadRequestError
 from ml_backend.label_studio.video_convert import VideoObject, keyframe_box_px, mask_box_pct
-from ml_backend.model_door import GatedPredictor, ModelDoor
-from ml_backend.runtime import ModelUnavailableError
+from ml_backend.video_access import Lane
 
 logger = logging.getLogger(__name__)
 
@@ -52,36 +50,12 @@ class TrackRun:
     partial: bool
 
 
-def serving_video_model(predictor: object) -> tuple[UnSAMv2Model, ModelDoor | None]:
-    """Return the model behind a serving predictor and the door its calls go through.
-
-    Raises:
-        ModelUnavailableError: the serving predictor has no UnSAMv2 model (it cannot track).
-    """
-    door, inner = None, predictor
-    if isinstance(predictor, GatedPredictor):
-        door, inner = predictor.door, predictor.inner
-    model = getattr(inner, "model", None)
-    if not isinstance(model, UnSAMv2Model):
-        raise ModelUnavailableError("the serving model cannot track video")
-    return model, door
-
-
-@contextlib.contextmanager
-def _step(door: ModelDoor | None) -> Iterator[None]:
-    if door is None:
-        yield
-    else:
-        with door.entered(door.encode_lane):
-            yield
-
-
-def _prompt(session: VideoSession, objects: Sequence[VideoObject], door: ModelDoor | None) -> None:
+def _prompt(session: VideoSession, objects: Sequence[VideoObject], lane: Lane) -> None:
     height, width = session.size
     for obj_id, obj in enumerate(objects):
         for keyframe in obj.keyframes:
             box = keyframe_box_px(keyframe, height, width)
-            with _step(door):
+            with lane():
                 session.add_prompts(keyframe.frame - 1, obj_id, Prompts(box=box), obj.granularity)
 
 
@@ -99,7 +73,7 @@ def _check_span(objects: Sequence[VideoObject], max_frames: int) -> int:
 
 def track_objects(
     model: UnSAMv2Model,
-    door: ModelDoor | None,
+    lane: Lane,
     source: FrameSource,
     objects: Sequence[VideoObject],
     *,
@@ -110,7 +84,7 @@ def track_objects(
 
     Args:
         model: The serving model.
-        door: The process's model door (None: no other request shares the model).
+        lane: Makes the context held around each model step (`video_model_access`).
         source: The clip.
         objects: Regions to track (object ids are their positions).
         max_frames: Frames tracked beyond the first keyframe.
@@ -127,14 +101,14 @@ def track_objects(
     visible = np.zeros(len(objects))
     last, partial = start - 1, False
     try:
-        _prompt(session, objects, door)
+        _prompt(session, objects, lane)
         steps = session.propagate(start=start, max_frames=max_frames)
         while True:
             if last >= start and time.monotonic() > deadline:
                 partial = True
                 break
             try:
-                with _step(door):
+                with lane():
                     result = next(steps, None)
             except (FrameIndexError, VideoReadError) as exc:
                 if last < start:  # not even the first frame: the request fails

@@ -23,8 +23,8 @@ from test_cvat_dashboard import cvat_headers, frame_b64, parse_like_cvat
 from core_model.types import Prompts
 from core_model.video.frames import FrameList
 from core_model.video.predictor import VideoPredictor
-from ml_backend.cvat.tracker import video_access
 from ml_backend.cvat.tracker_shapes import encode_cvat_mask
+from ml_backend.video_access import video_model_access
 
 # the dashboard tests' backend (TEST_PRESETS, basic auth) and client, built once for this module
 checkpoint, backend, client = dashboard.checkpoint, dashboard.backend, dashboard.client
@@ -100,7 +100,7 @@ def test_a_rectangle_is_tracked_frame_by_frame_as_the_ui_asks(client, tracker, b
         assert state not in seen  # a new key every frame
         seen.add(state)
         if step == 1:  # the step is the core video predictor's own step at g=0.2
-            model, _ = video_access(backend[1].predictor())
+            model, _ = video_model_access(backend[1].predictor())
             frames = FrameList([moving_frame(0), moving_frame(1)])
             session = VideoPredictor(model).open(frames)
             session.add_prompts(0, 1, Prompts.from_arrays(box=true_box(0)), 0.2)
