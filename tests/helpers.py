@@ -123,3 +123,34 @@ def tiny_backend_env(
         }
     )
     return env
+
+
+def label_studio_caller(url: str, token: str) -> Callable[..., Any]:
+    """Return ``call(method, path, **kwargs)`` for Label Studio's REST API at `url`.
+
+    The call sends the token, asserts a status below 400 (naming the path and the body) and
+    returns the JSON answer, or None for an empty one.
+    """
+    import requests
+
+    api = requests.Session()
+    api.headers["Authorization"] = f"Token {token}"
+
+    def call(method: str, path: str, **kwargs: Any) -> Any:
+        answer = api.request(method, f"{url}{path}", timeout=120, **kwargs)
+        assert answer.status_code < 400, (
+            f"{method} {path}: {answer.status_code} {answer.text[:500]}"
+        )
+        return answer.json() if answer.content else None
+
+    return call
+
+
+def backend_model_state(url: str, auth: tuple[str, str] | None) -> str | None:
+    """Return the model state a backend's ``/health`` reports, or None if it does not answer."""
+    import requests
+
+    try:
+        return str(requests.get(f"{url}/health", auth=auth, timeout=2).json()["model"]["state"])
+    except (requests.RequestException, ValueError, KeyError):
+        return None

@@ -16,7 +16,6 @@ import subprocess
 import sys
 
 import numpy as np
-import requests
 from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 from pycocotools.coco import COCO
@@ -26,6 +25,8 @@ from labeling_pipeline.store import Store
 from labeling_pipeline.store.repository import prediction_granularities, record_predictions
 from ml_backend.label_studio.convert import brush_result
 from ml_backend.label_studio.label_config import build_label_config
+
+from helpers import label_studio_caller
 
 H, W = 72, 96
 
@@ -58,13 +59,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_export_and_import_predictions(label_studio, tmp_path, scene_image) -> None:
     ls_url, token = label_studio["url"], label_studio["token"]
-    api = requests.Session()
-    api.headers["Authorization"] = f"Token {token}"
-
-    def call(method: str, path: str, **kwargs):
-        answer = api.request(method, f"{ls_url}{path}", timeout=120, **kwargs)
-        assert answer.status_code < 400, f"{method} {path}: {answer.status_code} {answer.text}"
-        return answer.json() if answer.content else None
+    call = label_studio_caller(ls_url, token)
 
     config = build_label_config(["Car", "Wheel"], [0.3, 1.0])
     project = call(

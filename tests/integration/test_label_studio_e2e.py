@@ -29,22 +29,21 @@ from labeling_pipeline.store.models import HumanMask, Job
 from ml_backend.label_studio.label_config import shipped_config
 from ml_backend.settings import Settings
 
-from helpers import ServiceProcess, free_port, tiny_backend_env, wait_for
+from helpers import (
+    ServiceProcess,
+    backend_model_state,
+    free_port,
+    label_studio_caller,
+    tiny_backend_env,
+    wait_for,
+)
 
 AUTH = ("labelstudio", "e2e-pass")  # Label Studio sends it; Start training relies on it
 
 
 def test_label_studio_round_trip(label_studio, tmp_path, make_tiny, scene_image) -> None:
     ls_url, token = label_studio["url"], label_studio["token"]
-    api = requests.Session()
-    api.headers["Authorization"] = f"Token {token}"
-
-    def call(method: str, path: str, **kwargs):
-        answer = api.request(method, f"{ls_url}{path}", timeout=120, **kwargs)
-        assert answer.status_code < 400, (
-            f"{method} {path}: {answer.status_code} {answer.text[:500]}"
-        )
-        return answer.json() if answer.content else None
+    call = label_studio_caller(ls_url, token)
 
     # the backend (tiny random model from a real checkpoint file) and a worker
     port = free_port()
@@ -63,18 +62,16 @@ def test_label_studio_round_trip(label_studio, tmp_path, make_tiny, scene_image)
         ServiceProcess(["worker"], env, tmp_path / "worker.log"),
     ]
     try:
-        wait_for(lambda: _state(backend_url) == "ready", 90, "the backend's model", interval=0.3)
+        wait_for(
+            lambda: backend_model_state(backend_url, AUTH) == "ready",
+            90,
+            "the backend's model",
+            interval=0.3,
+        )
         _run_round_trip(call, env, backend_url, scene_image, Settings.from_env(env))
     finally:
         for service in services:
             service.stop()
-
-
-def _state(url: str) -> str | None:
-    try:
-        return requests.get(f"{url}/health", auth=AUTH, timeout=2).json()["model"]["state"]
-    except (requests.RequestException, ValueError, KeyError):
-        return None
 
 
 def _run_round_trip(call, env, backend_url, scene_image, settings) -> None:

@@ -14,10 +14,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import requests
 from video_clips import write_clip
 
-from helpers import ServiceProcess, free_port, tiny_backend_env, wait_for
+from helpers import (
+    ServiceProcess,
+    backend_model_state,
+    free_port,
+    label_studio_caller,
+    tiny_backend_env,
+    wait_for,
+)
 
 AUTH = ("labelstudio", "e2e-video-pass")
 VIDEO_CONFIG = """<View>
@@ -59,15 +65,7 @@ def keyframe_region(frame: int, label: str) -> dict:
 
 def test_label_studio_video_tracking(label_studio, tmp_path, make_tiny) -> None:
     ls_url, token = label_studio["url"], label_studio["token"]
-    api = requests.Session()
-    api.headers["Authorization"] = f"Token {token}"
-
-    def call(method: str, path: str, **kwargs):
-        answer = api.request(method, f"{ls_url}{path}", timeout=120, **kwargs)
-        assert answer.status_code < 400, (
-            f"{method} {path}: {answer.status_code} {answer.text[:500]}"
-        )
-        return answer.json() if answer.content else None
+    call = label_studio_caller(ls_url, token)
 
     port = free_port()
     env = tiny_backend_env(
@@ -82,17 +80,15 @@ def test_label_studio_video_tracking(label_studio, tmp_path, make_tiny) -> None:
     backend_url = f"http://127.0.0.1:{port}"
     service = ServiceProcess(["serve"], env, tmp_path / "serve.log")
     try:
-        wait_for(lambda: _state(backend_url) == "ready", 90, "the backend's model", interval=0.3)
+        wait_for(
+            lambda: backend_model_state(backend_url, AUTH) == "ready",
+            90,
+            "the backend's model",
+            interval=0.3,
+        )
         _run(call, env, backend_url, tmp_path)
     finally:
         service.stop()
-
-
-def _state(url: str) -> str | None:
-    try:
-        return requests.get(f"{url}/health", auth=AUTH, timeout=2).json()["model"]["state"]
-    except (requests.RequestException, ValueError, KeyError):
-        return None
 
 
 def _run(call, env, backend_url, tmp_path) -> None:
