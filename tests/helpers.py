@@ -154,3 +154,12 @@ def backend_model_state(url: str, auth: tuple[str, str] | None) -> str | None:
         return str(requests.get(f"{url}/health", auth=auth, timeout=2).json()["model"]["state"])
     except (requests.RequestException, ValueError, KeyError):
         return None
+
+
+def ls_connect(project_id: int, backend_url: str, env: dict[str, str], *extra: str) -> str:
+    """Run ``unsamv2 ls-connect`` for a Label Studio project, assert success, return its output."""
+    command = [sys.executable, "-m", "ml_backend.cli", "ls-connect", "--ls-project"]
+    command += [str(project_id), "--backend-url", backend_url, *extra]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

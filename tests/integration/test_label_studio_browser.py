@@ -8,8 +8,6 @@ to ``$UNSAMV2_ARTIFACTS_DIR/label_studio``.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from playground_app import png_bytes, scene
 
 from ml_backend.label_studio.label_config import shipped_config
 
-from helpers import ServiceProcess, free_port, tiny_backend_env, wait_for
+from helpers import ServiceProcess, free_port, ls_connect, tiny_backend_env, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -87,23 +85,7 @@ def test_smart_click_in_label_studio_draws_a_brush_region(
     driver = None
     try:
         project_id, task_id = _project_with_task(label_studio)
-        connect = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ml_backend.cli",
-                "ls-connect",
-                "--ls-project",
-                str(project_id),
-                "--backend-url",
-                backend_url,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert connect.returncode == 0, connect.stderr
+        ls_connect(project_id, backend_url, env)
         driver = chromium_driver(1400, 1000)
         driver.get(f"{label_studio['url']}/user/login/")
         driver.find_element(By.NAME, "email").send_keys("ci@example.com")

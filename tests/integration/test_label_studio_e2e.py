@@ -12,8 +12,6 @@ served (and Label Studio records) a different version.
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import numpy as np
 import requests
@@ -34,6 +32,7 @@ from helpers import (
     backend_model_state,
     free_port,
     label_studio_caller,
+    ls_connect,
     tiny_backend_env,
     wait_for,
 )
@@ -87,26 +86,10 @@ def _run_round_trip(call, env, backend_url, scene_image, settings) -> None:
     )
     task_id = imported["task_ids"][0]
 
-    connect = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ml_backend.cli",
-            "ls-connect",
-            "--ls-project",
-            str(project["id"]),
-            "--backend-url",
-            backend_url,
-            "--extra-params",
-            '{"default_granularity": 0.4}',
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    output = ls_connect(
+        project["id"], backend_url, env, "--extra-params", '{"default_granularity": 0.4}'
     )
-    assert connect.returncode == 0, connect.stderr
-    assert "sends the secret header" in connect.stdout
+    assert "sends the secret header" in output
     ml = call("GET", f"/api/ml?project={project['id']}")[0]
     assert ml["state"] == "CO"
 
@@ -217,23 +200,7 @@ def _two_projects(call, env, backend_url, first: int, settings, global_version: 
     second = call(
         "POST", "/api/projects", json={"title": "unsamv2-e2e-b", "label_config": shipped_config()}
     )["id"]
-    connect = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ml_backend.cli",
-            "ls-connect",
-            "--ls-project",
-            str(second),
-            "--backend-url",
-            backend_url,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert connect.returncode == 0, connect.stderr
+    ls_connect(second, backend_url, env)
     store = Store(settings.pipeline.resolved_database_url)
     registry = ModelRegistry(store, settings.pipeline.models_dir)
     with registry.staging() as staging:  # what a passing training run of A commits

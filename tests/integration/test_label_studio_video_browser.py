@@ -11,8 +11,6 @@ goes to ``$UNSAMV2_ARTIFACTS_DIR/label_studio``.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import requests
 from browser_driver import artifacts_dir, chromium_driver
 from video_clips import write_clip
 
-from helpers import ServiceProcess, free_port, tiny_backend_env, wait_for
+from helpers import ServiceProcess, free_port, ls_connect, tiny_backend_env, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -112,23 +110,7 @@ def test_relabelling_a_drawn_video_box_tracks_it(label_studio, tmp_path: Path, m
     try:
         project_id, task_id = _project(label_studio, tmp_path)
         service.wait_log("serving model version", 90)
-        connect = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ml_backend.cli",
-                "ls-connect",
-                "--ls-project",
-                str(project_id),
-                "--backend-url",
-                backend_url,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert connect.returncode == 0, connect.stderr
+        ls_connect(project_id, backend_url, env)
         driver = chromium_driver(1400, 1000)
         driver.get(f"{label_studio['url']}/user/login/")
         driver.find_element(By.NAME, "email").send_keys("ci@example.com")

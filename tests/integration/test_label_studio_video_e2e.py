@@ -11,9 +11,6 @@ Both must come back, and be stored by Label Studio, as ``videorectangle`` sequen
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from video_clips import write_clip
 
 from helpers import (
@@ -21,6 +18,7 @@ from helpers import (
     backend_model_state,
     free_port,
     label_studio_caller,
+    ls_connect,
     tiny_backend_env,
     wait_for,
 )
@@ -103,23 +101,7 @@ def _run(call, env, backend_url, tmp_path) -> None:
     )
     task_id = imported["task_ids"][0]
     assert call("GET", f"/api/tasks/{task_id}")["data"]["video"].startswith("/data/upload/")
-    connect = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ml_backend.cli",
-            "ls-connect",
-            "--ls-project",
-            str(project["id"]),
-            "--backend-url",
-            backend_url,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert connect.returncode == 0, connect.stderr
+    ls_connect(project["id"], backend_url, env)
     ml = call("GET", f"/api/ml?project={project['id']}")[0]
     assert ml["state"] == "CO"
 
