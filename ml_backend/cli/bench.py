@@ -30,6 +30,7 @@ from ml_backend.cli import (
     bench_video,
     bench_whole_image,
 )
+from ml_backend.cli.arg_types import parse_size
 from ml_backend.cli.bench_images import bench_image
 
 
@@ -48,17 +49,6 @@ class ClickBenchResult:
     speedup_p50: float
     clicks: int
     naive_clicks: int
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse "WIDTHxHEIGHT"."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return width, height
 
 
 def add_parser(subparsers: Any) -> None:

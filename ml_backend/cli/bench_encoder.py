@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ml_backend.cli.arg_types import parse_size
 from ml_backend.cli.bench_images import bench_image
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
@@ -44,7 +45,7 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="torch seed of the random weights")
     p.add_argument(
         "--size",
-        type=_parse_size,
+        type=parse_size,
         default=(1024, 768),
         metavar="WxH",
         help="image WIDTHxHEIGHT (resized to the model's S x S input)",
@@ -64,13 +65,6 @@ def add_parser(benches: Any) -> None:
     )
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.set_defaults(run=run_encoder_bench)
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}")
-    return int(width), int(height)
 
 
 def keep_freed_memory() -> bool:

@@ -21,6 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ml_backend.cli.arg_types import parse_size
+
 
 def add_parser(benches: Any) -> None:
     """Register `bench specialist`."""
@@ -46,16 +48,6 @@ def add_parser(benches: Any) -> None:
     p.set_defaults(run=run_specialist_bench)
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
-    if width < 64 or height < 64:
-        raise argparse.ArgumentTypeError(f"scenes must be at least 64x64, got {text!r}")
-    return width, height
-
-
 def run_specialist_bench(args: argparse.Namespace) -> int:
     """Run the benchmark and print a table."""
     import torch
@@ -69,7 +61,7 @@ def run_specialist_bench(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    width, height = _size(args.size)
+    width, height = parse_size(args.size, minimum=64)
     config = TaskBenchConfig(
         variant=args.variant,
         train_scenes=args.train,

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core_model.errors import FrameIndexError
+from ml_backend.cli.arg_types import parse_size
 from ml_backend.cli.bench_images import bench_image
 
 GRANULARITY = 0.5
@@ -105,22 +106,11 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--config", default="small", help="model variant (random weights)")
     p.add_argument("--frames", type=int, default=300, help="frames tracked after the prompt")
     p.add_argument("--early", type=int, default=50, help="early checkpoint (frames)")
-    p.add_argument("--size", type=_size, default=(1024, 576), metavar="WxH", help="frame size")
+    p.add_argument("--size", type=parse_size, default=(1024, 576), metavar="WxH", help="frame size")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.set_defaults(run=run_video)
-
-
-def _size(text: str) -> tuple[int, int]:
-    """Parse "WIDTHxHEIGHT"."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return width, height
 
 
 def rss_mib() -> float:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ml_backend.cli.arg_types import parse_size
 from ml_backend.cli.bench_images import bench_image
 
 GRANULARITY_SETS = {1: (1.0,), 3: (0.2, 0.5, 1.0)}
@@ -62,7 +63,7 @@ def add_parser(benches: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", default="small", help="model variant (random weights)")
-    p.add_argument("--size", type=_size, default=(1024, 768), metavar="WxH", help="frame size")
+    p.add_argument("--size", type=parse_size, default=(1024, 768), metavar="WxH", help="frame size")
     p.add_argument("--grids", type=int, nargs="+", default=[16, 32], help="points per side")
     p.add_argument(
         "--granularities", type=int, nargs="+", default=[1, 3], choices=sorted(GRANULARITY_SETS)
@@ -78,17 +79,6 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.set_defaults(run=run_whole_image)
-
-
-def _size(text: str) -> tuple[int, int]:
-    """Parse "WIDTHxHEIGHT"."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return width, height
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
