@@ -31,10 +31,12 @@ import numpy.typing as npt
 from labeling_pipeline.evaluation.interactive import InteractiveConfig, evaluate_methods
 from labeling_pipeline.evaluation.samples import EvalSample
 from labeling_pipeline.evaluation.synthetic import SceneConfig, SyntheticScene, generate_scenes
+from labeling_pipeline.evaluation.synthetic_harder import HarderSceneConfig, generate_harder_scene
 
 logger = logging.getLogger(__name__)
 
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+STYLES = ("simple", "harder")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,12 @@ class SyntheticBenchmarkConfig:
     Attributes:
         train_scenes: Generated training images (pseudo-labelled, never their ground truth).
         test_scenes: Held-out images, evaluated against their true hierarchies.
-        scene: Scene generator settings.
+        style: Scene style of training and held-out images: ``simple``
+            (`evaluation.synthetic`, `scene`) or ``harder`` (`evaluation.synthetic_harder`,
+            `harder_scene`).
+        scene: Scene generator settings of the simple style.
+        harder_scene: Scene generator settings of the harder style (a fixed 320 px long side by
+            default: the tiny model's input is 256 px, so larger scenes only cost time).
         steps: Training steps per model.
         train: Training settings shared by both trained models (see `TrainConfig`).
         max_clicks: Click budget of the interactive protocol.
@@ -55,7 +62,11 @@ class SyntheticBenchmarkConfig:
 
     train_scenes: int = 48
     test_scenes: int = 12
+    style: str = "simple"
     scene: SceneConfig = field(default_factory=lambda: SceneConfig(height=192, width=256))
+    harder_scene: HarderSceneConfig = field(
+        default_factory=lambda: HarderSceneConfig(long_side_px=(320, 320))
+    )
     steps: int = 1500
     train: dict[str, Any] = field(
         default_factory=lambda: {
@@ -76,6 +87,16 @@ class SyntheticBenchmarkConfig:
     granularities: tuple[float, ...] = SWEEP
     area_tolerance: float = 0.05
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
+
+    def scenes(self, count: int, seed: int) -> list[SyntheticScene]:
+        """`count` scenes of the configured style with seeds `seed`, `seed + 1`, ...."""
+        if self.style == "harder":
+            return [generate_harder_scene(seed + i, self.harder_scene) for i in range(count)]
+        return list(generate_scenes(count, seed=seed, config=self.scene))
 
 
 def heldout_samples(scenes: Sequence[SyntheticScene]) -> list[EvalSample]:
@@ -197,8 +218,8 @@ def run_synthetic_benchmark(
 
     cfg = config or SyntheticBenchmarkConfig()
     start = time.perf_counter()
-    train_scenes = list(generate_scenes(cfg.train_scenes, seed=cfg.seed, config=cfg.scene))
-    held_out = list(generate_scenes(cfg.test_scenes, seed=cfg.seed + 100_000, config=cfg.scene))
+    train_scenes = cfg.scenes(cfg.train_scenes, cfg.seed)
+    held_out = cfg.scenes(cfg.test_scenes, cfg.seed + 100_000)
     images = training_images(_write_training_data(train_scenes, out_dir / "train"))
     masks = sum(len(i.annotations) for i in images)
     log(f"pseudo-labels: {len(images)} images, {masks} masks")
@@ -255,7 +276,7 @@ def run_synthetic_benchmark(
             }
         )
     report = {
-        "config": asdict(cfg) | {"scene": asdict(cfg.scene)},
+        "config": asdict(cfg),
         "rows": rows,
         "instances": len(heldout_samples(held_out)),
         "nested_points": len(points),
@@ -271,7 +292,7 @@ def _write_report(out_dir: Path, report: dict[str, Any]) -> None:
     lines = [
         "# Synthetic part/whole benchmark",
         "",
-        f"{report['instances']} held-out instances (wholes and parts), "
+        f"Style {report['config']['style']}: {report['instances']} held-out instances (wholes and parts), "
         f"{report['nested_points']} nested click points; "
         f"{report['config']['steps']} training steps per model, {report['seconds']} s.",
         "",

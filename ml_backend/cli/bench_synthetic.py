@@ -23,6 +23,15 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--train-scenes", type=int, default=48)
     p.add_argument("--test-scenes", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--style",
+        choices=("simple", "harder"),
+        default="simple",
+        help="scene style of training and held-out images",
+    )
+    p.add_argument(
+        "--size", type=int, default=320, help="harder style: long side of every scene in pixels"
+    )
     p.set_defaults(run=run_synthetic)
 
 
@@ -32,12 +41,15 @@ def run_synthetic(args: argparse.Namespace) -> int:
         SyntheticBenchmarkConfig,
         run_synthetic_benchmark,
     )
+    from labeling_pipeline.evaluation.synthetic_harder import HarderSceneConfig
 
     config = SyntheticBenchmarkConfig(
         train_scenes=args.train_scenes,
         test_scenes=args.test_scenes,
         steps=args.steps,
         seed=args.seed,
+        style=args.style,
+        harder_scene=HarderSceneConfig(long_side_px=(args.size, args.size)),
     )
     run_synthetic_benchmark(args.out, config, progress=True, log=print)
     print((args.out / "report.md").read_text(), end="")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from labeling_pipeline.evaluation.synthetic import SceneConfig, generate_scenes
 from labeling_pipeline.evaluation.synthetic_benchmark import (
     SyntheticBenchmarkConfig,
@@ -13,6 +15,7 @@ from labeling_pipeline.evaluation.synthetic_benchmark import (
     nested_points,
     run_synthetic_benchmark,
 )
+from labeling_pipeline.evaluation.synthetic_harder import HarderSceneConfig, generate_harder_scene
 from ml_backend.cli import main
 
 
@@ -63,6 +66,25 @@ def test_synthetic_benchmark_pipeline(tmp_path: Path) -> None:
     assert "| model |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "run-granularity" / "loss_curve.png").is_file()
     assert (tmp_path / "run-sam2" / "metrics.json").is_file()
+
+
+def test_synthetic_benchmark_runs_on_the_harder_style(tmp_path: Path) -> None:
+    config = SyntheticBenchmarkConfig(
+        train_scenes=1,
+        test_scenes=1,
+        steps=2,
+        max_clicks=1,
+        granularities=(0.2, 1.0),
+        style="harder",
+        harder_scene=HarderSceneConfig(long_side_px=(160, 160), max_objects=2, clutter_count=4),
+    )
+    report = run_synthetic_benchmark(tmp_path, config)
+    held_out = generate_harder_scene(100_000, config.harder_scene)
+    assert report["instances"] == len(held_out.regions)
+    assert report["config"]["style"] == "harder"
+    assert "Style harder" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ValueError, match="style"):
+        SyntheticBenchmarkConfig(style="photo")
 
 
 def test_nested_points_lie_inside_parts_and_wholes() -> None:
