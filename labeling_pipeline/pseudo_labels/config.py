@@ -41,6 +41,7 @@ class PseudoLabelConfig:
         split_sigma, split_max_ncut, split_max_cut_weight, split_max_depth,
         split_min_area_fraction: Splitting of a
             divide proposal that holds touching objects (`split`; why each value: below).
+        conquer_workers: Threads running the conquers of one instance and its pieces.
         snap_to_parts, snap_min_inside: Rebuilding instances from their refined parts.
         regroup_parts, regroup_min_gain, regroup_min_keep, regroup_radius_fraction,
         regroup_bulge_margin: Moving parts between split leaves by attachment (`regroup`).
@@ -93,6 +94,10 @@ class PseudoLabelConfig:
     # The conquer also runs on each split piece's own crop: a crowded proposal's crop is large,
     # and at the extractor's fixed resolution its small parts (petals, windows) blur together.
     conquer_split_pieces: bool = True
+    # The conquers of an instance and of its split pieces run on this many threads: they are
+    # independent, and their feature maths (OpenCV, NumPy) runs outside the GIL; 2 matches the
+    # small CPU machines pseudo-labels run on. Results do not depend on it.
+    conquer_workers: int = 2
     # Rebuild instances and split pieces from their refined conquer parts (`refine.snap_to_parts`):
     # a patch-grid mask is ~one patch (8-21 px) off along its boundary, its parts follow edges.
     snap_to_parts: bool = True
@@ -149,6 +154,10 @@ class PseudoLabelConfig:
         if not self.merge_thresholds or self.min_region_patches < 1:
             raise PseudoLabelConfigError(
                 "need at least one merge threshold and min_region_patches >= 1"
+            )
+        if self.conquer_workers < 1:
+            raise PseudoLabelConfigError(
+                f"conquer_workers must be >= 1, got {self.conquer_workers}"
             )
         if self.max_image_side is not None and self.max_image_side < 16:
             raise PseudoLabelConfigError(f"max_image_side must be >= 16, got {self.max_image_side}")

@@ -23,6 +23,7 @@ from labeling_pipeline.pseudo_labels.mask_ops import protected_nms
 from labeling_pipeline.pseudo_labels.refine import (
     RefineConfig,
     accept_refined,
+    finest_parts,
     grabcut_refine,
     snap_to_parts,
 )
@@ -57,7 +58,6 @@ def _conquer(
     frame: tuple[int, int, int, int],
     extractor: FeatureExtractor,
     config: PseudoLabelConfig,
-    trace: StageTrace | None = None,
 ) -> list[Candidate]:
     """Return conquer regions of one instance, in the instance frame, clipped to the instance."""
     fy0, fy1, fx0, fx1 = frame
@@ -80,8 +80,6 @@ def _conquer(
             continue
         framed = np.zeros((fy1 - fy0, fx1 - fx0), dtype=bool)
         framed[y0 - fy0 : y1 - fy0, x0 - fx0 : x1 - fx0] = inside
-        if trace is not None:
-            trace.add("conquer", framed, fy0, fx0)
         out.append(Candidate(framed, region.threshold, "conquer", band))
     return out
 
@@ -156,10 +154,19 @@ def instance_hierarchy(
         Candidate(c.mask[fy0:fy1, fx0:fx1], c.score, c.source, c.band_px)
         for c in sorted(given, key=lambda c: (-c.score, -int(c.mask.sum())))
     ]
-    conquered = _conquer(image, instance, frame, extractor, config, trace)
-    for piece in given:  # a piece of a crowded proposal gets a conquer at its own resolution
-        if piece.source == "split" and config.conquer_split_pieces:
-            conquered += _conquer(image, piece.mask & instance, frame, extractor, config, trace)
+    # a piece of a crowded proposal gets a conquer at its own resolution
+    regions = [instance] + [
+        piece.mask & instance
+        for piece in given
+        if piece.source == "split" and config.conquer_split_pieces
+    ]
+    workers = max(1, min(config.conquer_workers, len(regions)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # feature maths releases the GIL
+        found = list(pool.map(lambda m: _conquer(image, m, frame, extractor, config), regions))
+    conquered = [c for regions_of_one in found for c in regions_of_one]
+    if trace is not None:
+        for c in conquered:
+            trace.add("conquer", c.mask, fy0, fx0)
     conquered.sort(key=lambda c: -int(c.mask.sum()))
     framed_instance = instance[fy0:fy1, fx0:fx1]
     # split pieces are coarse patch masks: exact conquer regions win NMS against them
@@ -235,6 +242,7 @@ def _snapped(
 ) -> tuple[BoolMask, list[Candidate]]:
     """Snap the split pieces (and the instance if asked) to their conquer parts; NMS again."""
     leaves = [p.mask for p in parts if p.source == "conquer"]
+    finest = finest_parts(leaves, instance.shape)
 
     def snap(mask: BoolMask) -> BoolMask:
         return snap_to_parts(
@@ -243,6 +251,7 @@ def _snapped(
             band_px=band_px,
             min_inside=config.snap_min_inside,
             min_iou=config.refine.min_iou,
+            finest=finest,
         )
 
     if snap_instance:

@@ -163,6 +163,20 @@ def accept_refined(
     return union > 0 and int((coarse & refined).sum()) / union >= config.min_iou
 
 
+def finest_parts(
+    parts: list[npt.NDArray[np.bool_]], shape: tuple[int, int]
+) -> npt.NDArray[np.int32]:
+    """Return the (H, W) int32 map of 1 + the index of the smallest part covering each pixel.
+
+    Pixels no part covers are 0; `shape` is (H, W) of the frame the parts live in.
+    """
+    finest = np.zeros(shape, dtype=np.int32)
+    areas = [int(part.sum()) for part in parts]
+    for index in sorted(range(len(parts)), key=lambda k: -areas[k]):
+        finest[parts[index]] = index + 1
+    return finest
+
+
 def snap_to_parts(
     mask: npt.NDArray[np.bool_],
     parts: list[npt.NDArray[np.bool_]],
@@ -170,6 +184,7 @@ def snap_to_parts(
     band_px: int,
     min_inside: float,
     min_iou: float,
+    finest: npt.NDArray[np.int32] | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Rebuild a coarse mask from the refined parts that lie mostly inside it.
 
@@ -186,19 +201,20 @@ def snap_to_parts(
         band_px: Width of the unsure band along the coarse boundary, in pixels.
         min_inside: Share of a part's pixels inside `mask` for it to join.
         min_iou: The snapped mask replaces `mask` only if their IoU is at least this.
+        finest: `finest_parts(parts, mask.shape)`, when the caller snaps several masks to the
+            same parts (computed here otherwise).
 
     Returns:
         (H, W) bool: the snapped mask, or `mask` when no part joins or the IoU check fails.
     """
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1, 2 * band_px + 1))
     out = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
-    finest = np.zeros(mask.shape, dtype=np.int32)  # 1 + index of the smallest part per pixel
-    areas = [int(part.sum()) for part in parts]
+    if finest is None:
+        finest = finest_parts(parts, mask.shape)
     joins = np.zeros(len(parts) + 1, dtype=bool)
-    for index in sorted(range(len(parts)), key=lambda k: -areas[k]):
-        part = parts[index]
-        finest[part] = index + 1
-        joins[index + 1] = areas[index] > 0 and int((part & mask).sum()) > min_inside * areas[index]
+    for index, part in enumerate(parts):
+        area = int(part.sum())
+        joins[index + 1] = area > 0 and int((part & mask).sum()) > min_inside * area
     if not joins.any():
         return mask
     # each pixel follows its finest part: a coarse region straddling two objects, mostly

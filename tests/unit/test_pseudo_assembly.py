@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,3 +50,9 @@ def test_sparse_intersections_are_exact(seed: int, count: int) -> None:
     masks = np.random.default_rng(seed).random((count, 9, 11)) < 0.4
     flat = masks.reshape(count, -1).astype(np.int64)
     assert np.array_equal(pairwise_intersections(masks), flat @ flat.T)
+
+
+def test_pairwise_intersections_refuses_masks_of_different_shapes() -> None:
+    with pytest.raises(ValueError, match="equal"):
+        pairwise_intersections([np.ones((4, 4), bool), np.ones((4, 5), bool)])
+    assert pairwise_intersections([]).shape == (0, 0)
