@@ -76,6 +76,8 @@ class Settings:
             so states do not survive a restart).
         cvat_tracker_sessions: CVAT tracker sessions kept at once (least recently used evicted).
         cvat_tracker_ttl_s: Idle time after which a CVAT tracker session (and its state) expires.
+        cvat_specialist: The task specialist a Nuclio function serves as a CVAT detector, by its
+            function name ``unsamv2-specialist-<project id>-<labels>`` (None: the presets).
         max_video_bytes: Largest video file a Label Studio video task may download.
         video_max_frames: Frames one Label Studio video tracking request propagates past the
             first keyframe (the track ends there, marked as cut off).
@@ -115,6 +117,7 @@ class Settings:
     cvat_state_secret: str | None = field(default=None, repr=False)
     cvat_tracker_sessions: int = 16
     cvat_tracker_ttl_s: float = 600.0
+    cvat_specialist: str | None = None
     max_video_bytes: int = 200 * 1024 * 1024
     video_max_frames: int = 300
     video_deadline_s: float = 60.0
@@ -208,6 +211,7 @@ class Settings:
             cvat_tracker_ttl_s=reader.number(
                 "UNSAMV2_CVAT_TRACKER_TTL_S", 600.0, low=1.0, high=8 * 3600.0
             ),
+            cvat_specialist=reader.text("UNSAMV2_CVAT_SPECIALIST"),
             max_video_bytes=reader.integer("UNSAMV2_MAX_VIDEO_BYTES", 200 * 1024 * 1024, low=1024),
             video_max_frames=reader.integer("UNSAMV2_VIDEO_MAX_FRAMES", 300, low=1, high=100_000),
             video_deadline_s=reader.number("UNSAMV2_VIDEO_DEADLINE_S", 60.0, low=0.1, high=3600.0),
