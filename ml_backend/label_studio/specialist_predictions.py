@@ -67,6 +67,19 @@ class _Loaded:
 _LOADED = _Loaded()
 
 
+def loaded_specialist(name: str, path: Path, device: str = "cpu") -> LoadedSpecialist:
+    """Return the copy of a version that `specialist_probabilities` runs, moved to `device`.
+
+    Raises:
+        UnSAMv2Error: the specialist cannot be loaded (e.g. its base weights changed).
+    """
+    loaded = _LOADED.get(name, path)
+    if device != "cpu":
+        with _LOADED.lock():  # not during a forward pass
+            loaded.model.to(device)
+    return loaded
+
+
 def specialist_probabilities(
     name: str, path: Path, image: npt.NDArray[np.uint8]
 ) -> tuple[LoadedSpecialist, npt.NDArray[np.float32]]:

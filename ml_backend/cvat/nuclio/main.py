@@ -7,7 +7,8 @@ other a detector call, so the interactor, detector and tracker ``function.yaml``
 this handler. The model comes from the same settings as the
 backend (``UNSAMV2_MODEL``, ``UNSAMV2_CHECKPOINT``, ``UNSAMV2_DEVICE``, or the weights folder
 of ``UNSAMV2_DATA_DIR``); ``UNSAMV2_DATABASE_URL``, when set, also lets the function pick up
-newly published model versions.
+newly published model versions. With ``UNSAMV2_CVAT_SPECIALIST`` set, a deployment serves that
+task specialist as a detector instead (`ml_backend.cvat.nuclio.specialist`).
 """
 
 from __future__ import annotations
@@ -30,13 +31,20 @@ TRACKER_KEYS = ("shapes", "states")
 def init_context(context: Any) -> None:
     """Load the model once per worker into ``context.user_data``.
 
-    Sets ``context.user_data.service`` (a `CvatService`) and ``context.user_data.preset``.
+    Sets ``context.user_data.service`` (a `CvatService`) and ``context.user_data.preset``, or,
+    when ``UNSAMV2_CVAT_SPECIALIST`` is set, ``context.user_data.specialist`` (a
+    `SpecialistDetector`, see `ml_backend.cvat.nuclio.specialist`).
     """
     from labeling_pipeline.store import Store
     from ml_backend.runtime import ModelRuntime
     from ml_backend.settings import Settings
 
     settings = Settings.from_env()
+    if settings.cvat_specialist:  # a task specialist's detector instead of a preset
+        from ml_backend.cvat.nuclio.specialist import SpecialistDetector
+
+        context.user_data.specialist = SpecialistDetector.open(settings)
+        return
     database_url = settings.pipeline.database_url
     store = Store(database_url) if database_url else None
     runtime = ModelRuntime(
@@ -98,14 +106,17 @@ def handler(context: Any, event: Any) -> Any:
         list of shapes or the tracker's ``{"shapes", "states"}`` (status 200), or
         ``{"error", "status"}`` with a 4xx/5xx status.
     """
-    service: CvatService = context.user_data.service
-    preset: Preset = context.user_data.preset
+    specialist = getattr(context.user_data, "specialist", None)
     try:
         body = _body(event)
         if not isinstance(body, dict):
             raise BadRequestError("the request body must be a JSON object")
-        function = CvatFunction(request_kind(body), preset)
-        result, status, headers = service.invoke(function, body), 200, {}
+        if specialist is not None:
+            result, status, headers = specialist.invoke(body), 200, {}
+        else:
+            service: CvatService = context.user_data.service
+            function = CvatFunction(request_kind(body), context.user_data.preset)
+            result, status, headers = service.invoke(function, body), 200, {}
     except Exception as exc:  # every failure becomes a JSON answer, never a traceback
         (result, status), headers = error_body(exc), error_headers(exc)
         if status < 500:
