@@ -5,7 +5,9 @@
   only if the gate passes; `--queue` sends it to the worker's ``training`` queue instead;
 - `evaluate VERSION`: score a specialist version on its project's held-out images;
 - `predict VERSION IMAGE...`: write one PNG mask per image and print its regions;
-- `list [--project P]`: specialist versions, newest first (* = current of its lineage).
+- `list [--project P]`: specialist versions, newest first (* = current of its lineage);
+- `nuclio --project P --labels A[,B] --out DIR [--gpu]`: write the Nuclio ``function.yaml``
+  (and ``function-gpu.yaml``) serving the current specialist of those labels as a CVAT detector.
 
 Base weights: `--hiera` a SAM 2.0/2.1 checkpoint of the variant's Hiera size, `--dino` a DINOv2
 ``save_pretrained`` folder or a timm ``model.safetensors``. Without them the encoders are random,
@@ -59,6 +61,13 @@ def add_parser(subparsers: Any) -> None:
     listing = sub.add_parser("list", help="specialist versions (* = current)")
     listing.add_argument("--project", help="only this project (id, ls:<id> or name)")
     listing.set_defaults(run=run_list)
+    nuclio = sub.add_parser("nuclio", help="write a Nuclio function.yaml for CVAT")
+    nuclio.add_argument("--project", required=True, help="project id, ls:<id> or name")
+    nuclio.add_argument("--labels", required=True, help="the specialist's labels, A or A,B")
+    nuclio.add_argument("--out", type=Path, required=True, help="folder for the files")
+    nuclio.add_argument("--gpu", action="store_true", help="also write function-gpu.yaml")
+    nuclio.add_argument("--host-data-dir", type=Path, help="the data folder on the Docker host")
+    nuclio.set_defaults(run=run_nuclio)
 
 
 def _settings_and_store() -> tuple[Any, Any]:
@@ -207,5 +216,32 @@ def run_list(args: argparse.Namespace) -> int:
         print(
             f"{mark} {row['name']:<24} {row['scope']:<28} {row['status']:<9} mIoU {miou:>5} "
             f"{row['model']}"
+        )
+    return 0
+
+
+def run_nuclio(args: argparse.Namespace) -> int:
+    """Write the function file(s) of a current specialist; nothing on bad input."""
+    from ml_backend.cvat.nuclio.specialist_yaml import (
+        event_timeout_s,
+        find_specialist,
+        plan_deployment,
+        write_function_files,
+    )
+
+    settings, store = _settings_and_store()
+    function = find_specialist(store, args.project, args.labels.split(","))
+    deployment = plan_deployment(
+        store,
+        function,
+        settings.data_dir,
+        host_data_dir=args.host_data_dir,
+        database_url=settings.database_url,
+    )
+    for path in write_function_files(args.out, deployment, gpu=args.gpu):
+        gpu = path.name == "function-gpu.yaml"
+        print(
+            f"{path}: {function.name} (labels {', '.join(function.labels)}; version "
+            f"{function.version}; eventTimeout {event_timeout_s(deployment.variant, gpu=gpu)} s)"
         )
     return 0
