@@ -164,7 +164,7 @@ def accept_refined(
 
 
 def finest_parts(
-    parts: list[npt.NDArray[np.bool_]], shape: tuple[int, int]
+    parts: list[npt.NDArray[np.bool_]], shape: tuple[int, ...]
 ) -> npt.NDArray[np.int32]:
     """Return the (H, W) int32 map of 1 + the index of the smallest part covering each pixel.
 

@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from labeling_pipeline.pseudo_labels.divide_conquer import PseudoMask
 
-_PALETTE = np.array(
+PALETTE = np.array(
     [
         (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
         (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
@@ -18,6 +18,7 @@ _PALETTE = np.array(
     ],
     dtype=np.float32,
 )  # fmt: skip
+"""Fifteen distinct RGB colours, float32 (15, 3), for tinting masks."""
 
 
 def overlay_preview(
@@ -33,13 +34,13 @@ def overlay_preview(
     right = image.astype(np.float32) * 0.6
     for m in masks:
         if not m.is_part:
-            colour = _PALETTE[(m.instance_id - 1) % len(_PALETTE)]
+            colour = PALETTE[(m.instance_id - 1) % len(PALETTE)]
             mask = m.decode()
             left[mask] = 0.5 * left[mask] + 0.5 * colour
     parts = sorted((m for m in masks if m.is_part), key=lambda m: -m.area)
     for index, m in enumerate(parts):
         mask = m.decode()
-        right[mask] = 0.35 * right[mask] + 0.65 * _PALETTE[index % len(_PALETTE)]
+        right[mask] = 0.35 * right[mask] + 0.65 * PALETTE[index % len(PALETTE)]
     out_left = np.ascontiguousarray(left.round().clip(0, 255).astype(np.uint8))
     out_right = np.ascontiguousarray(right.round().clip(0, 255).astype(np.uint8))
     scale = max(0.3, max(image.shape[:2]) / 1000)
@@ -48,7 +49,7 @@ def overlay_preview(
             m.decode().astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
         )
         if not m.is_part:
-            colour = tuple(int(c) for c in _PALETTE[(m.instance_id - 1) % len(_PALETTE)])
+            colour = tuple(int(c) for c in PALETTE[(m.instance_id - 1) % len(PALETTE)])
             cv2.drawContours(out_left, contours, -1, colour, 2)
             cv2.drawContours(out_right, contours, -1, (255, 255, 255), 1)
         else:

@@ -39,6 +39,11 @@ def add_parser(benches: Any) -> None:
     p.add_argument("--features", default="color", help="extractor spec (color, dinov2:PATH, ...)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, help="also write the figures as JSON")
+    p.add_argument(
+        "--previews",
+        type=Path,
+        help="also write one PNG per scene: image, ground truth, pseudo-labels",
+    )
     p.set_defaults(run=run_pseudo_quality_bench)
 
 
@@ -64,8 +69,13 @@ def measure_quality(
     features: str = "color",
     device: str = "cpu",
     size: int = 0,
+    previews: Path | None = None,
 ) -> dict[str, object]:
-    """Run the pipeline on generated scenes and return the summary figures."""
+    """Run the pipeline on generated scenes and return the summary figures.
+
+    With `previews`, one PNG per scene (`scene-<seed>.png`, `evaluation.scene_preview`) is
+    written there.
+    """
     from labeling_pipeline.evaluation.synthetic_quality import QualityTotals, score_scene
     from labeling_pipeline.pseudo_labels import pseudo_label_image
     from labeling_pipeline.pseudo_labels.diagnostics import StageTrace
@@ -84,7 +94,18 @@ def measure_quality(
         if trace.fallback:
             totals.fallbacks.append(f"seed {seed + index}: {trace.fallback}")
         totals.regions.extend(score_scene(scene, masks, trace))
+        if previews is not None:
+            _write_preview(previews / f"scene-{seed + index}.png", scene, masks)
     return totals.summary()
+
+
+def _write_preview(path: Path, scene: Any, masks: Any) -> None:
+    from PIL import Image
+
+    from labeling_pipeline.evaluation.scene_preview import scene_preview
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(scene_preview(scene, masks)).save(path)
 
 
 def _print(summary: dict[str, Any]) -> None:
@@ -129,6 +150,7 @@ def run_pseudo_quality_bench(args: argparse.Namespace) -> int:
         features=args.features,
         device=args.device,
         size=args.size,
+        previews=args.previews,
     )
     _print(summary)
     if args.json is not None:

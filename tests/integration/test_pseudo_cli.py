@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from labeling_pipeline.evaluation.synthetic import generate_scene
+from labeling_pipeline.evaluation.synthetic_harder import HarderSceneConfig, generate_harder_scene
 from ml_backend.cli import main
 
 
@@ -77,3 +78,25 @@ def test_bench_pseudo_label_reports_seconds_per_image(tmp_path: Path, capsys) ->
     (result,) = json.loads(report.read_text())["results"]
     assert result["features"] == "color" and result["width"] == 256 and result["images"] == 1
     assert result["seconds_per_image"] > 0 and result["feature_calls_per_image"] >= 1
+
+
+def test_bench_pseudo_label_quality_prints_figures_and_writes_previews(
+    tmp_path: Path, capsys
+) -> None:
+    report, previews = tmp_path / "quality.json", tmp_path / "previews"
+    code = main(
+        ["bench", "pseudo-label-quality", "--style", "harder", "--scenes", "1", "--seed", "3",
+         "--size", "160", "--json", str(report), "--previews", str(previews)]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "granularity order" in out and "whole" in out and "part" in out
+    summary = json.loads(report.read_text())
+    assert summary["whole"]["count"] >= 1 and 0.0 <= summary["whole"]["recall@0.8"] <= 1.0
+    assert summary["images_without_masks"] == 0
+    # one picture per scene: image, ground truth and pseudo-labels side by side, 300 px high
+    height, width = generate_harder_scene(
+        3, HarderSceneConfig(long_side_px=(160, 160))
+    ).image.shape[:2]
+    picture = np.asarray(Image.open(previews / "scene-3.png"))
+    assert picture.shape == (300, round(3 * width * 300 / height), 3)
