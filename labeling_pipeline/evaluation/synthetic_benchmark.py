@@ -292,7 +292,8 @@ def _write_report(out_dir: Path, report: dict[str, Any]) -> None:
     lines = [
         "# Synthetic part/whole benchmark",
         "",
-        f"Style {report['config']['style']}: {report['instances']} held-out instances (wholes and parts), "
+        f"Style {report['config']['style']}: "
+        f"{report['instances']} held-out instances (wholes and parts), "
         f"{report['nested_points']} nested click points; "
         f"{report['config']['steps']} training steps per model, {report['seconds']} s.",
         "",
