@@ -32,6 +32,7 @@ from labeling_pipeline.model_files.registry import CHECKPOINT_FILE, ModelRegistr
 from labeling_pipeline.specialist.data import (
     MIN_IMAGES,
     MaskRow,
+    SpecialistDataError,
     SpecialistSample,
     check_labels,
     check_samples,
@@ -51,7 +52,7 @@ from labeling_pipeline.specialist.trainer import (
     predict_prepared,
 )
 from labeling_pipeline.store import Store
-from labeling_pipeline.store.masks import human_masks_by_image
+from labeling_pipeline.store.masks import human_masks_by_image, tasks_without_image
 from labeling_pipeline.store.models import ModelVersion
 from labeling_pipeline.store.repository import find_project, project_images
 from labeling_pipeline.store.versions import (
@@ -101,9 +102,10 @@ def project_data(
     """
     with store.session() as session:
         row = find_project(session, project)
-        project_id, label_config = row.id, row.label_config
+        project_id, label_config, ls_id = row.id, row.label_config, row.ls_project_id
         images = {im.id: im for im in project_images(session, project_id)}
         by_image = human_masks_by_image(session, project_id)
+        unsynced = tasks_without_image(session, project_id)
         samples = [
             SpecialistSample(
                 image_id,
@@ -115,9 +117,25 @@ def project_data(
             if image_id in images
         ]
     mask_labels = {m.label for s in samples for m in s.masks}
-    chosen = check_labels(labels, mask_labels, _config_labels(label_config))
-    check_samples(samples, chosen, min_images=min_images)
+    try:
+        chosen = check_labels(labels, mask_labels, _config_labels(label_config))
+        check_samples(samples, chosen, min_images=min_images)
+    except SpecialistDataError as exc:
+        if not unsynced:
+            raise
+        raise SpecialistDataError(f"{exc}; {_sync_hint(unsynced, ls_id)}") from exc
+    if unsynced:
+        logger.warning("specialist of project %s: %s", project_id, _sync_hint(unsynced, ls_id))
     return ProjectData(project_id, chosen, samples)
+
+
+def _sync_hint(tasks: set[int], ls_project_id: int | None) -> str:
+    """Say that annotated tasks lack their image (the annotation webhook stores masks only)."""
+    command = f"unsamv2 jobs submit sync --ls-project {ls_project_id or '<id>'}"
+    return (
+        f"{len(tasks)} annotated Label Studio task(s) have no image in the store yet "
+        f"(their masks are not used): sync the project first (`{command}`)"
+    )
 
 
 def split(

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from labeling_pipeline.store.models import HumanMask
+from labeling_pipeline.store.models import HumanMask, Image
 from labeling_pipeline.store.repository import project_images
 
 
@@ -26,6 +26,19 @@ def human_masks_by_image(session: Session, project_id: int) -> dict[int, list[Hu
         if image_id is not None:
             by_image[image_id].append(row)
     return dict(by_image)
+
+
+def tasks_without_image(session: Session, project_id: int) -> set[int]:
+    """Label Studio tasks whose accepted masks have no image in the project (not synced yet)."""
+    synced = select(Image.ls_task_id).where(
+        Image.project_id == project_id, Image.ls_task_id.is_not(None)
+    )
+    query = select(HumanMask.ls_task_id).where(
+        HumanMask.project_id == project_id,
+        HumanMask.image_id.is_(None),
+        HumanMask.ls_task_id.not_in(synced),
+    )
+    return set(session.scalars(query.distinct()).all())
 
 
 def delete_other_annotations(
