@@ -43,7 +43,10 @@ from ml_backend.label_studio.schemas import (
     ls_project_id,
     validate,
 )
-from ml_backend.label_studio.specialist_predictions import specialist_predictions
+from ml_backend.label_studio.specialist_predictions import (
+    MODEL_VERSION_PREFIX,
+    specialist_predictions,
+)
 from ml_backend.label_studio.video_predict import is_video_config, predict_video
 
 logger = logging.getLogger(__name__)
@@ -284,15 +287,26 @@ def _whole_image(
 
 
 def setup(ctx: BackendContext, body: Mapping[str, Any]) -> dict[str, Any]:
-    """Answer /setup: store the project's config and options; report the model version."""
+    """Answer /setup: store the project's config and options; report the model version.
+
+    A project with a current task specialist reports the specialist's version (the name its
+    predictions carry), so that Label Studio's batch predictions skip the tasks it predicted.
+    """
+    from labeling_pipeline.specialist.service import active_specialist_paths
+
     request = validate(SetupRequest, body)
     project_id = ls_project_id(request.project)
     options = parse_extra_params(request.extra_params)
+    specialists: list[Any] = []
     if project_id is not None:
         with ctx.store.session() as session:
             project = label_studio_project(session, project_id, label_config=request.label_config)
             set_project_options(session, project.id, options)
+            store_id = project.id
+        specialists = active_specialist_paths(ctx.store, store_id)
     ctx.remember_label_studio(request.hostname, request.access_token)
     scope = serving_scope(project_id)
     ctx.runtime.preload(scope)  # in the background: /setup never waits for a model
+    if specialists:
+        return {"model_version": MODEL_VERSION_PREFIX + specialists[0][0]}
     return {"model_version": ctx.runtime.version_for(scope)}

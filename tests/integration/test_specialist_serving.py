@@ -114,3 +114,22 @@ def test_opened_task_gets_specialist_masks_once_one_passed_its_gate(
     h, w = region["original_height"], region["original_width"]
     mask = decode_rle(region["value"]["rle"]).reshape(h, w, 4)[:, :, 3]
     assert (h, w) == (96, 128) and np.count_nonzero(mask) == 96 * 128
+
+
+def test_setup_reports_the_current_specialist_so_batch_predictions_skip_its_tasks(
+    backend: tuple[Any, Store, Settings], tmp_path: Path
+) -> None:
+    """Label Studio skips tasks holding a prediction of the version /setup reports."""
+    client, store, settings = backend
+
+    def setup(project: str) -> str:
+        answer = client.post("/setup", json={"project": project, "schema": CONFIG})
+        assert answer.status_code == 200, answer.get_json()
+        return str(answer.get_json()["model_version"])
+
+    served = setup("12.1700000000")
+    assert not served.startswith("specialist ")
+    version = train_uniform_specialist(store, settings, tmp_path / "run", 8.0)
+    [entry] = _open_task(client)
+    assert setup("12.1700000000") == entry["model_version"] == f"specialist {version}"
+    assert setup("13.1700000000") == served  # another project: no specialist of its own
