@@ -107,16 +107,17 @@ def handler(context: Any, event: Any) -> Any:
         ``{"error", "status"}`` with a 4xx/5xx status.
     """
     specialist = getattr(context.user_data, "specialist", None)
+    headers: dict[str, str] = {}
     try:
         body = _body(event)
         if not isinstance(body, dict):
             raise BadRequestError("the request body must be a JSON object")
-        if specialist is not None:
-            result, status, headers = specialist.invoke(body), 200, {}
-        else:
+        if specialist is None:
             service: CvatService = context.user_data.service
             function = CvatFunction(request_kind(body), context.user_data.preset)
-            result, status, headers = service.invoke(function, body), 200, {}
+            result, status = service.invoke(function, body), 200
+        else:
+            result, status = specialist.invoke(body), 200
     except Exception as exc:  # every failure becomes a JSON answer, never a traceback
         (result, status), headers = error_body(exc), error_headers(exc)
         if status < 500:
