@@ -124,8 +124,9 @@ class ColorTextureExtractor:
         w_l = _soft_assign(pixels[..., 0], _L_CENTRES)  # (n, P, 5)
         w_a = _soft_assign(pixels[..., 1], _AB_CENTRES)  # (n, P, 8)
         w_b = _soft_assign(pixels[..., 2], _AB_CENTRES)
-        w_ab = (w_a[..., :, None] * w_b[..., None, :]).reshape(*w_a.shape[:2], -1)  # (n, P, 64)
-        hist = np.matmul(w_l.transpose(0, 2, 1), w_ab) / pixels.shape[1]  # (n, 5, 64)
+        # the (L, a) outer product is 40 wide, (a, b) would be 64: same sums, less memory
+        w_la = (w_l[..., :, None] * w_a[..., None, :]).reshape(*w_l.shape[:2], -1)  # (n, P, 40)
+        hist = np.matmul(w_la.transpose(0, 2, 1), w_b) / pixels.shape[1]  # (n, 40, 8): L, a, b
         flat: npt.NDArray[np.float32] = hist.reshape(hist.shape[0], -1).astype(np.float32)
         return flat
 

@@ -10,7 +10,10 @@ import pytest
 
 from labeling_pipeline.evaluation.synthetic import generate_scene
 from labeling_pipeline.pseudo_labels import FeatureExtractor, FeatureExtractorError
-from labeling_pipeline.pseudo_labels.color_features import ColorTextureExtractor
+from labeling_pipeline.pseudo_labels.color_features import (
+    ColorTextureExtractor,
+    flatten_illumination,
+)
 from labeling_pipeline.pseudo_labels.extractors import build_feature_extractor
 from labeling_pipeline.pseudo_labels.features import resized_hw
 
@@ -57,6 +60,28 @@ def test_color_features_separate_parts_and_background() -> None:
     assert (a @ a.T).mean() > 0.8
     assert (a @ b.T).mean() < 0.5  # different parts do not merge at the last level
     assert (a @ bg.T).mean() < 0.2 and (b @ bg.T).mean() < 0.2  # below the N-cut tau
+
+
+def test_flatten_illumination_removes_a_ramp_and_keeps_colours() -> None:
+    # two colour halves under a left-to-right illumination ramp from 0.6 to 1.4
+    height, width = 96, 128
+    base = np.zeros((height, width, 3), dtype=np.float32)
+    base[:, : width // 2] = (160, 80, 40)
+    base[:, width // 2 :] = (40, 120, 160)
+    ramp = np.linspace(0.6, 1.4, width, dtype=np.float32)[None, :, None]
+    lit = np.clip(base * ramp, 0, 255).astype(np.uint8)
+    flat = flatten_illumination(lit, 0.2).astype(np.float32)
+    left, right = flat[:, 4 : width // 2 - 4], flat[:, width // 2 + 4 : -4]
+    # the ramp is mostly gone within each half (the blur also spreads the step between the
+    # halves, so not all of it): brightness varies far less than under the ramp
+    for half, lit_half in ((left, lit[:, 4 : width // 2 - 4]), (right, lit[:, width // 2 + 4 :])):
+        lit_brightness = lit_half.astype(np.float32).sum(axis=2)
+        brightness = half.sum(axis=2)
+        spread = brightness.std() / brightness.mean()
+        assert spread < 0.5 * lit_brightness.std() / lit_brightness.mean()
+    # colours keep their channel ratios
+    assert abs(left[..., 0].mean() / left[..., 2].mean() - 4.0) < 0.3
+    assert abs(right[..., 2].mean() / right[..., 1].mean() - 160 / 120) < 0.1
 
 
 @pytest.mark.parametrize(
