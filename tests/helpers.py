@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,35 @@ def backend_model_state(url: str, auth: tuple[str, str] | None) -> str | None:
         return str(requests.get(f"{url}/health", auth=auth, timeout=2).json()["model"]["state"])
     except (requests.RequestException, ValueError, KeyError):
         return None
+
+
+@contextmanager
+def running_backend(
+    env: dict[str, str],
+    url: str,
+    log_dir: Path,
+    *,
+    auth: tuple[str, str] | None,
+    worker: bool = False,
+) -> Iterator[None]:
+    """Run ``unsamv2 serve`` (and a worker) with `env`; wait until its model is ready; stop both.
+
+    Logs go to ``serve.log`` and ``worker.log`` in `log_dir`.
+    """
+    services = [ServiceProcess(["serve"], env, log_dir / "serve.log")]
+    if worker:
+        services.append(ServiceProcess(["worker"], env, log_dir / "worker.log"))
+    try:
+        wait_for(
+            lambda: backend_model_state(url, auth) == "ready",
+            90,
+            "the backend's model",
+            interval=0.3,
+        )
+        yield
+    finally:
+        for service in services:
+            service.stop()
 
 
 def ls_connect(project_id: int, backend_url: str, env: dict[str, str], *extra: str) -> str:

@@ -28,11 +28,10 @@ from ml_backend.label_studio.label_config import shipped_config
 from ml_backend.settings import Settings
 
 from helpers import (
-    ServiceProcess,
-    backend_model_state,
     free_port,
     label_studio_caller,
     ls_connect,
+    running_backend,
     tiny_backend_env,
     wait_for,
 )
@@ -56,21 +55,8 @@ def test_label_studio_round_trip(label_studio, tmp_path, make_tiny, scene_image)
         UNSAMV2_MODEL_POLL_S="0.5",
     )
     backend_url = f"http://127.0.0.1:{port}"
-    services = [
-        ServiceProcess(["serve"], env, tmp_path / "serve.log"),
-        ServiceProcess(["worker"], env, tmp_path / "worker.log"),
-    ]
-    try:
-        wait_for(
-            lambda: backend_model_state(backend_url, AUTH) == "ready",
-            90,
-            "the backend's model",
-            interval=0.3,
-        )
+    with running_backend(env, backend_url, tmp_path, auth=AUTH, worker=True):
         _run_round_trip(call, env, backend_url, scene_image, Settings.from_env(env))
-    finally:
-        for service in services:
-            service.stop()
 
 
 def _run_round_trip(call, env, backend_url, scene_image, settings) -> None:

@@ -36,11 +36,10 @@ from ml_backend.label_studio.label_config import shipped_config
 from ml_backend.settings import Settings
 
 from helpers import (
-    ServiceProcess,
-    backend_model_state,
     free_port,
     label_studio_caller,
     ls_connect,
+    running_backend,
     tiny_backend_env,
     wait_for,
 )
@@ -70,21 +69,8 @@ def test_accepted_masks_train_a_specialist_that_label_studio_serves(
         label_studio=(ls_url, token),
     )
     backend_url = f"http://127.0.0.1:{port}"
-    services = [
-        ServiceProcess(["serve"], env, tmp_path / "serve.log"),
-        ServiceProcess(["worker"], env, tmp_path / "worker.log"),
-    ]
-    try:
-        wait_for(
-            lambda: backend_model_state(backend_url, AUTH) == "ready",
-            90,
-            "the backend's model",
-            interval=0.3,
-        )
+    with running_backend(env, backend_url, tmp_path, auth=AUTH, worker=True):
         _run(label_studio_caller(ls_url, token), env, backend_url, Settings.from_env(env))
-    finally:
-        for service in services:
-            service.stop()
 
 
 def _import_scenes(call: Any, project: int, scenes: list[TaskScene]) -> dict[str, int]:

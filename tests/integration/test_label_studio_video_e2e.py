@@ -14,11 +14,10 @@ from __future__ import annotations
 from video_clips import write_clip
 
 from helpers import (
-    ServiceProcess,
-    backend_model_state,
     free_port,
     label_studio_caller,
     ls_connect,
+    running_backend,
     tiny_backend_env,
     wait_for,
 )
@@ -76,17 +75,8 @@ def test_label_studio_video_tracking(label_studio, tmp_path, make_tiny) -> None:
         UNSAMV2_VIDEO_MAX_FRAMES="1",
     )
     backend_url = f"http://127.0.0.1:{port}"
-    service = ServiceProcess(["serve"], env, tmp_path / "serve.log")
-    try:
-        wait_for(
-            lambda: backend_model_state(backend_url, AUTH) == "ready",
-            90,
-            "the backend's model",
-            interval=0.3,
-        )
+    with running_backend(env, backend_url, tmp_path, auth=AUTH):
         _run(call, env, backend_url, tmp_path)
-    finally:
-        service.stop()
 
 
 def _run(call, env, backend_url, tmp_path) -> None:
