@@ -83,6 +83,8 @@ class Settings:
             first keyframe (the track ends there, marked as cut off).
         video_deadline_s: Time one Label Studio video tracking request may spend propagating;
             the frames tracked by then are returned, marked partial.
+        video_cache_mb: Disk space of the downloaded task videos kept for the next requests
+            on the same clip (0: each request downloads its video again).
     """
 
     pipeline: PipelineSettings
@@ -121,6 +123,7 @@ class Settings:
     max_video_bytes: int = 200 * 1024 * 1024
     video_max_frames: int = 300
     video_deadline_s: float = 60.0
+    video_cache_mb: int = 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -215,6 +218,7 @@ class Settings:
             max_video_bytes=reader.integer("UNSAMV2_MAX_VIDEO_BYTES", 200 * 1024 * 1024, low=1024),
             video_max_frames=reader.integer("UNSAMV2_VIDEO_MAX_FRAMES", 300, low=1, high=100_000),
             video_deadline_s=reader.number("UNSAMV2_VIDEO_DEADLINE_S", 60.0, low=0.1, high=3600.0),
+            video_cache_mb=reader.integer("UNSAMV2_VIDEO_CACHE_MB", 1024, low=0),
         )
 
     def with_pipeline(self, **changes: object) -> Settings:
