@@ -30,6 +30,7 @@ from ml_backend.label_studio.images import TaskImages
 from ml_backend.label_studio.metrics import Metrics
 from ml_backend.label_studio.project_settings import ProjectSettings, project_settings
 from ml_backend.label_studio.prompt_memory import PromptMemory
+from ml_backend.label_studio.video_downloads import VideoDownloads
 from ml_backend.prefetch import Prefetcher
 from ml_backend.runtime import ModelRuntime
 from ml_backend.settings import Settings
@@ -55,6 +56,7 @@ class BackendContext:
     memory: PromptMemory = field(default_factory=PromptMemory)
     _setup_ls: tuple[str, str] | None = field(default=None, repr=False)
     _setup_client: LabelStudioClient | None = field(default=None, repr=False)
+    _videos: VideoDownloads | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @functools.cached_property
@@ -100,6 +102,16 @@ class BackendContext:
         return TaskImages(
             self.settings.pipeline.images_dir, policy, max_pixels=self.settings.max_image_pixels
         )
+
+    def videos(self) -> VideoDownloads:
+        """Downloaded task videos kept on disk (created on first use, once)."""
+        with self._lock:
+            if self._videos is None:
+                self._videos = VideoDownloads(
+                    self.settings.pipeline.data_dir / "video-cache",
+                    max_bytes=self.settings.video_cache_mb * 1024 * 1024,
+                )
+            return self._videos
 
     def label_studio_origin_allowed(self, hostname: str) -> Origin | None:
         """Origin of a /setup hostname if it is LABEL_STUDIO_URL's or an allowed one, else None."""

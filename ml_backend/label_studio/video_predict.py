@@ -15,8 +15,10 @@ Each region is one object: its enabled keyframes are box prompts on their frames
 region's granularity, and the clip is tracked forwards from the first keyframe for at most
 ``UNSAMV2_VIDEO_MAX_FRAMES`` frames, within ``UNSAMV2_VIDEO_DEADLINE_S`` for the whole request
 (a track cut short is marked partial in ``model_version``, so batch predictions ask again).
-The video is downloaded through the guarded fetch (at most ``UNSAMV2_MAX_VIDEO_BYTES``) into a
-temporary file that is deleted after the request, and decoded lazily. Each model step (one
+The video is downloaded through the guarded fetch (at most ``UNSAMV2_MAX_VIDEO_BYTES``) once
+and kept on disk for the next requests on the clip (`video_downloads`: at most
+``UNSAMV2_VIDEO_CACHE_MB``, an hour at most), or into a temporary file deleted after the request
+when the cache is off or the video is larger than it; it is decoded lazily. Each model step (one
 frame of all objects) holds the process's encode lane, so image clicks of other annotators
 wait for one frame at most, not for a whole clip.
 """
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -50,6 +51,7 @@ from ml_backend.label_studio.video_convert import (
     track_sequence,
     video_box_result,
 )
+from ml_backend.label_studio.video_downloads import video_key
 from ml_backend.label_studio.video_tracking import track_objects
 from ml_backend.video_access import video_model_access
 
@@ -189,14 +191,15 @@ def _config_fps(video: VideoTag, data: Mapping[str, Any]) -> float | None:
 
 @contextlib.contextmanager
 def _downloaded(ctx: BackendContext, url: str) -> Iterator[Path]:
-    """Download a task's video into a temporary file (deleted on exit)."""
+    """Yield a local file of a task's video: a kept copy, else downloaded (and maybe kept)."""
     policy = ctx.images.policy.with_max_bytes(ctx.settings.max_video_bytes)
-    data = fetch_task_image(url, client=ctx.ls_client(), policy=policy)
+    client = ctx.ls_client()
     suffix = Path(urlsplit(url).path).suffix.lower()
-    with tempfile.TemporaryDirectory(prefix="unsamv2-video-") as folder:
-        path = Path(folder) / f"video{suffix if suffix in _VIDEO_SUFFIXES else '.mp4'}"
-        path.write_bytes(data)
-        del data
+    with ctx.videos().open(
+        video_key(url, client),
+        lambda: fetch_task_image(url, client=client, policy=policy),
+        suffix=suffix if suffix in _VIDEO_SUFFIXES else ".mp4",
+    ) as path:
         yield path
 
 
