@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from core_model.allocator import keep_freed_memory
 from core_model.errors import UnSAMv2Error
 from core_model.imageio import MAX_IMAGE_PIXELS
 from labeling_pipeline.label_studio.fetch_rules import ImageFetchError, parse_host_entry
@@ -292,6 +293,24 @@ class _Reader:
         if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise SettingsError(f"{name} must be true or false, got {raw!r}")
         return raw in ("1", "true", "yes", "on")
+
+
+def tune_memory_allocator(env: Mapping[str, str] | None = None) -> bool:
+    """Let malloc keep freed tensor memory (`core_model.allocator`) unless turned off.
+
+    ``UNSAMV2_KEEP_FREED_MEMORY`` (default true) set to false leaves malloc as it is. Forked
+    workers inherit the setting.
+
+    Returns:
+        Whether the setting is in effect (False off glibc or when turned off).
+
+    Raises:
+        SettingsError: the variable is not a boolean.
+    """
+    reader = _Reader(os.environ if env is None else env)
+    if not reader.flag("UNSAMV2_KEEP_FREED_MEMORY", default=True):
+        return False
+    return keep_freed_memory()
 
 
 def quiet_video_decoder() -> None:

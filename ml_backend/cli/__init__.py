@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from core_model.errors import UnSAMv2Error
+from ml_backend.settings import tune_memory_allocator
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     try:
+        tune_memory_allocator()
         return int(args.run(args))
     except (UnSAMv2Error, argparse.ArgumentTypeError, ValueError, OSError) as exc:
         logger.debug("unsamv2 %s failed", args.command, exc_info=True)

@@ -11,15 +11,16 @@ largest low-resolution logit difference and the number of mask pixels that diffe
 stock path's.
 
 Paths: ``stock`` (SAM-2's modules, `encode_image(fast=False)`) and ``fast`` (the inference
-forward of `core_model.modeling.fast_encoder`, the default). With ``--malloc-keep`` both are
-timed again after telling glibc's allocator to keep freed memory (no mmap per large tensor,
-no trimming; see `keep_freed_memory`): a process setting, so it is measured last.
+forward of `core_model.modeling.fast_encoder`, the default). They are timed with glibc's
+default malloc settings (`core_model.allocator.release_freed_memory`, whatever the command
+line applied at start); with ``--malloc-keep`` both are timed again after
+`core_model.allocator.keep_freed_memory` (what `unsamv2` applies to every command unless
+``UNSAMV2_KEEP_FREED_MEMORY=false``): a process setting, so it is measured last.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import platform
 import statistics
@@ -30,10 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from core_model import allocator
 from ml_backend.cli.arg_types import parse_size
 from ml_backend.cli.bench_images import bench_image
-
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
 
 
 def add_parser(benches: Any) -> None:
@@ -65,20 +65,6 @@ def add_parser(benches: Any) -> None:
     )
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.set_defaults(run=run_encoder_bench)
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc keep freed memory for reuse instead of returning it to the system.
-
-    Large tensors are otherwise mmap-ed on every allocation and unmapped when freed, so each
-    encoder pass page-faults its activations in again (hundreds of thousands of minor faults).
-    Returns False where the C library has no `mallopt` (not glibc).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
-    except (OSError, AttributeError):
-        return False
 
 
 def attention_flops(*shapes: Any, **_: Any) -> int:
@@ -187,9 +173,10 @@ def _measure(
     reference = _click_outputs(model, images, False, original_hw)
     paths: dict[str, dict[str, Any]] = {}
     rounds = [("stock", False), ("fast", True)]
+    allocator.release_freed_memory()
     _time_paths(model, images, rounds, args.repeats, paths)
     if args.malloc_keep:
-        if keep_freed_memory():
+        if allocator.keep_freed_memory():
             _time_paths(
                 model,
                 images,
