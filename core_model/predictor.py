@@ -19,6 +19,7 @@ from core_model.cache import EmbeddingCache, LRUEmbeddingCache
 from core_model.errors import InvalidImageError, InvalidPromptError
 from core_model.grid_decode import decode_shared, use_shared_decode
 from core_model.imageio import MAX_IMAGE_PIXELS
+from core_model.low_precision import DecodePrecision, LowPrecisionDecoders
 from core_model.modeling.unsamv2 import DecoderOutput, ModelInfo, UnSAMv2Model
 from core_model.preprocess import (
     PREPROCESS_VERSION,
@@ -69,6 +70,7 @@ class GranularityPredictor:
         )
         self.mask_threshold = float(mask_threshold)
         self.max_image_pixels = int(max_image_pixels)
+        self._low_precision = LowPrecisionDecoders()
 
     @property
     def device(self) -> torch.device:
@@ -194,6 +196,7 @@ class GranularityPredictor:
         *,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = False,
+        precision: DecodePrecision = "float32",
     ) -> DecoderOutput:
         """Decode B prompt sets in one batched call (torch twin of `predict`, no checks).
 
@@ -204,6 +207,9 @@ class GranularityPredictor:
             granularities: B validated granularity values.
             mask_input: (B, 1, S/4, S/4) logits or None.
             multimask_output: IoU path of the granularity decoder (see the model).
+            precision: "bfloat16" runs the shared-image path (16+ one-image prompt sets
+                without a mask input, on CPU) on a bfloat16 copy of the decoder
+                (`core_model.low_precision`); anything else decodes in float32 as by default.
 
         Returns:
             Logits (B, 1, S/4, S/4) float32, unclamped, and IoU (B, 1) float32. Without trained
@@ -217,7 +223,9 @@ class GranularityPredictor:
                 return _pick_by_area_rank(out, granularities)
             g = torch.tensor(granularities, dtype=torch.float32, device=self.device)[:, None]
             if use_shared_decode(embedding.image_embed, point_coords, mask_input, multimask_output):
-                out = decode_shared(self.model, *args, g)  # same result, image work shared
+                low = precision == "bfloat16" and self.device.type == "cpu"
+                decoder = self._low_precision.get(self.model.sam_mask_decoder) if low else None
+                out = decode_shared(self.model, *args, g, decoder=decoder)  # image work shared
             else:
                 out = self.model.decode_granularity(
                     *args, g, mask_input=mask_input, multimask_output=multimask_output

@@ -16,6 +16,7 @@ import numpy.typing as npt
 import torch
 
 from core_model.cache import EmbeddingCache
+from core_model.low_precision import DecodePrecision
 from core_model.modeling.unsamv2 import DecoderOutput, ModelInfo
 from core_model.types import ImageEmbedding, MaskPrediction, Prompts
 
@@ -83,6 +84,7 @@ class MaskPredictor(Protocol):
         *,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = False,
+        precision: DecodePrecision = "float32",
     ) -> DecoderOutput:
         """Decode B prompt sets: coords (B, N, 2) (x, y) model frame, labels (B, N)."""
         ...

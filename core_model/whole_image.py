@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from core_model.low_precision import PRECISION_SETTINGS, resolve_precision
 from core_model.masks.geometry import masks_to_boxes_xyxy, nms_xyxy
 from core_model.preprocess import to_model_frame, upsample_masks
 from core_model.serving import MaskPredictor
@@ -58,6 +59,9 @@ class WholeImageConfig:
             run started (None: no limit); the masks found so far are returned.
         skip_covered_points: Do not decode grid points inside a mask already accepted at the
             same granularity (ignored when box_nms_thresh >= 1: nothing is suppressed then).
+        decode_precision: "auto" (bfloat16 on CPUs with native bfloat16 matmuls, else
+            float32), "float32" or "bfloat16"; see `core_model.low_precision` and the module
+            docstring for the tolerance.
     """
 
     points_per_side: int = 32
@@ -71,8 +75,11 @@ class WholeImageConfig:
     max_masks: int = 100
     deadline_s: float | None = None
     skip_covered_points: bool = True
+    decode_precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.decode_precision not in PRECISION_SETTINGS:
+            raise ValueError(f"decode_precision must be one of {PRECISION_SETTINGS}")
         if self.points_per_side < 1 or self.points_per_batch < 1 or self.max_masks < 1:
             raise ValueError("points_per_side, points_per_batch and max_masks must be >= 1")
         if self.deadline_s is not None and not self.deadline_s >= 0:
@@ -312,6 +319,7 @@ class WholeImageSegmenter:
             coords.to(predictor.device),
             labels.to(predictor.device),
             [granularity] * len(chunk),
+            precision=resolve_precision(cfg.decode_precision, predictor.device),
         )
         logits, iou = out.low_res_logits[:, 0], out.iou[:, 0]
         threshold = predictor.mask_threshold

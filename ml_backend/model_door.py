@@ -42,6 +42,7 @@ import torch
 from core_model.batch_decode import ClickJob, check_job
 from core_model.cache import EmbeddingCache
 from core_model.errors import UnSAMv2Error
+from core_model.low_precision import DecodePrecision
 from core_model.modeling.unsamv2 import DecoderOutput, ModelInfo
 from core_model.preprocess import check_image, image_digest
 from core_model.serving import MaskPredictor
@@ -292,6 +293,7 @@ class GatedPredictor:
         *,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = False,
+        precision: DecodePrecision = "float32",
     ) -> DecoderOutput:
         """Decode B prompt sets in one call (see `GranularityPredictor.decode`)."""
         return self._decoding(
@@ -302,6 +304,7 @@ class GatedPredictor:
                 granularities,
                 mask_input=mask_input,
                 multimask_output=multimask_output,
+                precision=precision,
             )
         )
 

@@ -103,6 +103,7 @@ class FakePredictor:
         *,
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = False,
+        precision: str = "float32",
     ) -> DecoderOutput:
         self._decoding(embedding.key)
         batch = len(granularities)

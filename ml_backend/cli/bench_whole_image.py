@@ -8,7 +8,10 @@ configuration (grid side x granularities) is segmented from the cached embedding
   point decoded by the unshared decoder in row-major batches of 64, box NMS, upsampling);
 * ``shared``: `WholeImageSegmenter` without coverage skipping (the shared-image decoder, same
   masks up to float rounding);
-* ``new``: `WholeImageSegmenter` as served (shared decoder plus coverage skipping).
+* ``new``: `WholeImageSegmenter` as served (shared decoder plus coverage skipping, decoded in
+  ``--precision``: by default bfloat16 on CPUs with native bfloat16 matmuls, see
+  `core_model.low_precision`);
+* ``new f32``: the same in float32, timed when ``new`` runs in bfloat16.
 
 Random weights give noisy masks whose boxes nearly all span the frame, so the filters are
 relaxed (predicted IoU and stability 0) and box NMS is set high enough (``--nms``) that masks
@@ -29,6 +32,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from core_model.low_precision import PRECISION_SETTINGS
 from ml_backend.cli.arg_types import parse_size
 from ml_backend.cli.bench_images import bench_image
 
@@ -45,6 +49,8 @@ class WholeImageBenchResult:
     new_masks: int
     new_points_decoded: int
     new_points_skipped: int
+    precision: str
+    new_f32_s: float | None
     shared_s: float | None
     first_s: float | None
     first_masks: int | None
@@ -70,6 +76,12 @@ def add_parser(benches: Any) -> None:
     )
     p.add_argument("--nms", type=float, default=0.98, help="box NMS threshold")
     p.add_argument(
+        "--precision",
+        choices=PRECISION_SETTINGS,
+        default="auto",
+        help="decoder precision of the new path (auto: bfloat16 on CPUs with native bfloat16)",
+    )
+    p.add_argument(
         "--first-max-points",
         type=int,
         default=1024,
@@ -91,18 +103,28 @@ def bench_config(
     predictor: Any, embedding: Any, config: Any, side: int, count: int, first_max_points: int
 ) -> WholeImageBenchResult:
     """Time one grid side and granularity count with all paths on a cached embedding."""
+    from core_model.low_precision import resolve_precision
     from core_model.whole_image import WholeImageSegmenter
     from core_model.whole_image_reference import compare_masks, reference_run
 
     values = GRANULARITY_SETS[count]
     cfg = replace(config, points_per_side=side)
+    precision = resolve_precision(cfg.decode_precision, predictor.device)
     new_s, new = _timed(
         lambda: WholeImageSegmenter(predictor, cfg).run(embedding, granularities=values)
+    )
+    f32 = replace(cfg, decode_precision="float32")
+    new_f32_s = (
+        None
+        if precision == "float32"
+        else _timed(
+            lambda: WholeImageSegmenter(predictor, f32).run(embedding, granularities=values)
+        )[0]
     )
     shared_s = first_s = speedup = first_matched = new_matched = shared_worst = None
     first_masks = None
     if side * side * count <= first_max_points:
-        plain = replace(cfg, skip_covered_points=False)
+        plain = replace(f32, skip_covered_points=False)
         shared_s, shared = _timed(
             lambda: WholeImageSegmenter(predictor, plain).run(embedding, granularities=values)
         )
@@ -120,6 +142,8 @@ def bench_config(
         new_masks=len(new.masks),
         new_points_decoded=new.points_decoded,
         new_points_skipped=new.points_skipped,
+        precision=precision,
+        new_f32_s=new_f32_s,
         shared_s=shared_s,
         first_s=first_s,
         first_masks=first_masks,
@@ -143,7 +167,8 @@ def _row(r: WholeImageBenchResult) -> str:
     return (
         f"{r.points_per_side:>2}x{r.points_per_side:<2} {r.granularities:>3} "
         f"{num(r.first_s, '.1f'):>9} {'-' if r.first_masks is None else r.first_masks:>5} "
-        f"{num(r.shared_s, '.1f'):>9} {r.new_s:>8.1f} {r.new_masks:>5} {clicks:>11} "
+        f"{num(r.shared_s, '.1f'):>9} {r.precision:>9} {r.new_s:>8.1f} "
+        f"{num(r.new_f32_s, '.1f'):>9} {r.new_masks:>5} {clicks:>11} "
         f"{num(r.speedup, '.1f'):>9} {agree:>9} "
         f"{'-' if r.shared_worst_matched is None else format(r.shared_worst_matched, '.2f'):>6}"
     )
@@ -169,7 +194,10 @@ def run_whole_image(args: argparse.Namespace) -> int:
         else f"{platform.processor() or platform.machine()} CPU"
     )
     config = WholeImageConfig(
-        pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=args.nms
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        box_nms_thresh=args.nms,
+        decode_precision=args.precision,
     )
     embed_s, embedding = _timed(lambda: predictor.embed(bench_image(width, height)))
     _warm_up(predictor, embedding, config)
@@ -180,8 +208,9 @@ def run_whole_image(args: argparse.Namespace) -> int:
         f"stability 0, box NMS {args.nms}; seconds per frame after the embedding"
     )
     print(
-        f"{'grid':>5} {'g':>3} {'first s':>9} {'masks':>5} {'shared s':>9} {'new s':>8} "
-        f"{'masks':>5} {'dec/skip':>11} {'first/new':>9} {'agree':>9} {'shared':>6}"
+        f"{'grid':>5} {'g':>3} {'first s':>9} {'masks':>5} {'shared s':>9} {'precision':>9} "
+        f"{'new s':>8} {'new f32 s':>9} {'masks':>5} {'dec/skip':>11} {'first/new':>9} "
+        f"{'agree':>9} {'shared':>6}"
     )
     results = []
     for side in args.grids:
@@ -191,7 +220,8 @@ def run_whole_image(args: argparse.Namespace) -> int:
             print(_row(r), flush=True)
     print(
         "first: first algorithm; shared: shared-image decoder, no coverage skipping; new: as "
-        "served; dec/skip: grid clicks decoded/skipped by the new path; agree: fraction of "
+        "served, in the precision shown; new f32: the same in float32; "
+        "dec/skip: grid clicks decoded/skipped by the new path; agree: fraction of "
         "first masks matched by a new mask (mask IoU >= 0.9, same granularity) / of new masks "
         "matched by a first mask; shared: the same for the shared path (worse of the two); "
         f"'not timed': grid over {args.first_max_points} clicks, the first path is too slow"

@@ -25,7 +25,11 @@ from core_model.whole_image_reference import compare_masks, reference_run
 from ml_backend.cli.bench_images import bench_image
 
 OPEN = WholeImageConfig(
-    points_per_side=8, points_per_batch=16, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    points_per_side=8,
+    points_per_batch=16,
+    pred_iou_thresh=0.0,
+    stability_score_thresh=0.0,
+    decode_precision="float32",  # the first algorithm's arithmetic
 )
 GRANULARITIES = (0.3, 1.0)
 
