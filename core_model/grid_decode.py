@@ -74,8 +74,10 @@ def _image_to_token(
     probs = torch.softmax(scores, dim=2).reshape(b, heads * t, -1)  # (B, H*T, h*w)
     w_o = attn.out_proj.weight  # (C, H*d)
     w_heads = w_o.reshape(w_o.shape[0], heads, -1).permute(1, 2, 0)  # (H, d, C)
-    v_out = (v @ w_heads).reshape(b, heads * t, -1)  # (B, H*T, C)
-    out: torch.Tensor = probs.transpose(1, 2) @ v_out + attn.out_proj.bias  # (B, h*w, C)
+    # every head's probabilities sum to 1, so the output bias spread as bias / H over all H*T
+    # values comes out whole on every image token, without a pass over the (B, h*w, C) output
+    v_out = (v @ w_heads).reshape(b, heads * t, -1) + attn.out_proj.bias / heads  # (B, H*T, C)
+    out: torch.Tensor = probs.transpose(1, 2) @ v_out  # (B, h*w, C)
     return out
 
 

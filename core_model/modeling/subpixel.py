@@ -42,13 +42,27 @@ def from_subpixel(feature: torch.Tensor, levels: int) -> torch.Tensor:
     return x.reshape(b, c, 4 * h, 4 * w)
 
 
-def _deconv_as_matmul(x: torch.Tensor, deconv: nn.Module) -> torch.Tensor:
-    """Apply a 2x2 stride-2 transposed conv to channels-last x (..., C_in) -> (..., 4, C_out)."""
+def _deconv_add(x: torch.Tensor, deconv: nn.Module, feature: torch.Tensor) -> torch.Tensor:
+    """A 2x2 stride-2 transposed conv of channels-last x plus a sub-pixel feature map.
+
+    Args:
+        x: (B, ..., C_in) channels-last input.
+        deconv: The transposed convolution (weight (C_in, C_out, 2, 2), bias (C_out,) or None).
+        feature: (1 or B, ..., 4, C_out) added to the output (its batch is broadcast).
+
+    Returns:
+        (B, ..., 4, C_out): deconv(x) + feature, the sum accumulated by the matmul itself (no
+        separate pass over the output for the bias or the feature).
+    """
     weight: torch.Tensor = deconv.weight  # type: ignore[assignment]  # (C_in, C_out, 2, 2)
     c_in, c_out = weight.shape[0], weight.shape[1]
     matrix = weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
-    bias = deconv.bias.repeat(4) if deconv.bias is not None else None  # type: ignore[operator]
-    out = F.linear(x, matrix.t(), bias)
+    b = x.shape[0]
+    rows = x.reshape(b, -1, c_in)
+    base = feature.reshape(feature.shape[0], rows.shape[1], 4 * c_out)
+    if deconv.bias is not None:
+        base = base + deconv.bias.repeat(4)  # type: ignore[operator]
+    out = torch.baddbmm(base.expand(b, -1, -1), rows, matrix.expand(b, -1, -1))
     return out.reshape(*x.shape[:-1], 4, c_out)
 
 
@@ -75,9 +89,9 @@ def upscale_and_project(
     feat_s0, feat_s1 = high_res_features
     b = src_tokens.shape[0]
     h, w = hw
-    x = _deconv_as_matmul(src_tokens.reshape(b, h, w, -1), deconv1) + feat_s1
+    x = _deconv_add(src_tokens.reshape(b, h, w, -1), deconv1, feat_s1)
     x = act1(F.layer_norm(x, (x.shape[-1],), norm1.weight, norm1.bias, float(norm1.eps)))  # type: ignore[arg-type]
-    x = act2(_deconv_as_matmul(x, deconv2) + feat_s0)  # (B, h, w, 4, 4, C/8)
+    x = act2(_deconv_add(x, deconv2, feat_s0))  # (B, h, w, 4, 4, C/8)
     k = hyper.shape[1]
     logits = x.reshape(b, -1, x.shape[-1]) @ hyper.transpose(1, 2)  # (B, h*w*16, K)
     logits = logits.reshape(b, h, w, 4, 4, k).permute(0, 5, 1, 2, 3, 4)
