@@ -51,6 +51,7 @@ class WholeImageBenchResult:
     new_points_skipped: int
     precision: str
     new_f32_s: float | None
+    f32_worst_matched: float | None
     shared_s: float | None
     first_s: float | None
     first_masks: int | None
@@ -114,13 +115,12 @@ def bench_config(
         lambda: WholeImageSegmenter(predictor, cfg).run(embedding, granularities=values)
     )
     f32 = replace(cfg, decode_precision="float32")
-    new_f32_s = (
-        None
-        if precision == "float32"
-        else _timed(
+    new_f32_s = f32_worst = None
+    if precision != "float32":
+        new_f32_s, new_f32 = _timed(
             lambda: WholeImageSegmenter(predictor, f32).run(embedding, granularities=values)
-        )[0]
-    )
+        )
+        f32_worst = compare_masks(new_f32.masks, new.masks).worst
     shared_s = first_s = speedup = first_matched = new_matched = shared_worst = None
     first_masks = None
     if side * side * count <= first_max_points:
@@ -144,6 +144,7 @@ def bench_config(
         new_points_skipped=new.points_skipped,
         precision=precision,
         new_f32_s=new_f32_s,
+        f32_worst_matched=f32_worst,
         shared_s=shared_s,
         first_s=first_s,
         first_masks=first_masks,
@@ -170,7 +171,8 @@ def _row(r: WholeImageBenchResult) -> str:
         f"{num(r.shared_s, '.1f'):>9} {r.precision:>9} {r.new_s:>8.1f} "
         f"{num(r.new_f32_s, '.1f'):>9} {r.new_masks:>5} {clicks:>11} "
         f"{num(r.speedup, '.1f'):>9} {agree:>9} "
-        f"{'-' if r.shared_worst_matched is None else format(r.shared_worst_matched, '.2f'):>6}"
+        f"{'-' if r.shared_worst_matched is None else format(r.shared_worst_matched, '.2f'):>6} "
+        f"{'-' if r.f32_worst_matched is None else format(r.f32_worst_matched, '.2f'):>6}"
     )
 
 
@@ -210,7 +212,7 @@ def run_whole_image(args: argparse.Namespace) -> int:
     print(
         f"{'grid':>5} {'g':>3} {'first s':>9} {'masks':>5} {'shared s':>9} {'precision':>9} "
         f"{'new s':>8} {'new f32 s':>9} {'masks':>5} {'dec/skip':>11} {'first/new':>9} "
-        f"{'agree':>9} {'shared':>6}"
+        f"{'agree':>9} {'shared':>6} {'vs f32':>6}"
     )
     results = []
     for side in args.grids:
@@ -224,6 +226,7 @@ def run_whole_image(args: argparse.Namespace) -> int:
         "dec/skip: grid clicks decoded/skipped by the new path; agree: fraction of "
         "first masks matched by a new mask (mask IoU >= 0.9, same granularity) / of new masks "
         "matched by a first mask; shared: the same for the shared path (worse of the two); "
+        "vs f32: the same between new and new f32; "
         f"'not timed': grid over {args.first_max_points} clicks, the first path is too slow"
     )
     if args.json is not None:

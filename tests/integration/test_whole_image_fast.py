@@ -190,7 +190,7 @@ def test_bench_prints_both_paths_and_the_agreement(tmp_path, capsys) -> None:
     args = ["bench", "whole-image", "--config", "test-tiny", "--size", "64x48", "--grids", "4"]
     assert main([*args, "--granularities", "1", "--json", str(out)]) == 0
     row = capsys.readouterr().out.splitlines()[2].split()
-    assert row[:2] == ["4x4", "1"] and row[-2] == "1.00/1.00"  # same masks both ways
+    assert row[:2] == ["4x4", "1"] and row[-3] == "1.00/1.00"  # same masks both ways
     (result,) = json.loads(out.read_text())["results"]
     assert result["new_points_decoded"] + result["new_points_skipped"] == 16
     assert result["first_s"] > 0 and result["speedup"] == result["first_s"] / result["new_s"]
