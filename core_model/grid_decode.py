@@ -17,6 +17,7 @@ The arithmetic is SAM-2's up to float rounding (tests compare both paths).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,8 +131,8 @@ def _heads_t(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class _SharedImage:
-    """Image-side terms of one decode, computed once for all its passes.
+class SharedImage:
+    """Image-side terms of a decode: they depend on the image and the decoder's weights only.
 
     Attributes:
         keys: (1, h*w, C) image tokens (embedding plus the no-mask dense embedding).
@@ -155,13 +156,13 @@ class _SharedImage:
     high_res: tuple[torch.Tensor, ...]
 
 
-def _shared_image(
+def shared_image_terms(
     decoder: Any,
     pe_grid: torch.Tensor,
     image_embed: torch.Tensor,
     dense: torch.Tensor,
     high_res_features: tuple[torch.Tensor, ...],
-) -> _SharedImage:
+) -> SharedImage:
     """Compute the image-side terms: pe_grid (1, C, h, w), image_embed and dense (1, C, h, w)."""
     src = image_embed[:1] + dense[:1]
     _, _, h, w = src.shape
@@ -179,7 +180,7 @@ def _shared_image(
         for b in layers[1:]
     )
     final = decoder.transformer.final_attn_token_to_image
-    return _SharedImage(
+    return SharedImage(
         keys=keys,
         hw=(h, w),
         first_k=_heads(cross.k_proj(with_pe), cross.num_heads).contiguous(),
@@ -192,7 +193,7 @@ def _shared_image(
 
 
 def _first_block(
-    block: Any, tokens: torch.Tensor, image: _SharedImage
+    block: Any, tokens: torch.Tensor, image: SharedImage
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first two-way block (no PE on its self-attention).
 
@@ -229,7 +230,7 @@ def _later_block(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A two-way block after the first (keys (B, h*w, C) per prompt).
 
-    `pe_terms` are the block's entry of `_SharedImage.later_pe`.
+    `pe_terms` are the block's entry of `SharedImage.later_pe`.
     """
     pe_k, pe_q = pe_terms
     q = queries + tokens
@@ -274,6 +275,7 @@ def decode_shared(
     *,
     micro_batch: int | None = None,
     decoder: Any = None,
+    terms: Callable[[Callable[[], SharedImage]], SharedImage] | None = None,
 ) -> DecoderOutput:
     """Decode one granularity mask per prompt set of one image (no mask input).
 
@@ -290,8 +292,11 @@ def decode_shared(
         micro_batch: Prompt sets per pass (None: `CPU_PASS_ELEMENTS` image-token values per
             pass on CPU, all at once elsewhere).
         decoder: The mask decoder to run (None: the model's). A copy in another floating
-            dtype (see `low_precision_decoder`) runs in that dtype; the prompt encoder always
-            runs in float32.
+            dtype (see `core_model.low_precision.LowPrecisionDecoders`) runs in that dtype; the
+            prompt encoder always runs in float32.
+        terms: Where the image-side terms come from: called with a function that computes
+            them, returns them (e.g. from a cache keyed by the image and the decoder's
+            weights). None: computed for this call.
 
     Returns:
         `DecoderOutput` with float32 logits (B, 1, S/4, S/4) and IoU (B, 1), as
@@ -305,13 +310,17 @@ def decode_shared(
     decoder = model.sam_mask_decoder if decoder is None else decoder
     dtype = decoder.iou_token.weight.dtype
     sparse, dense = encoder.encode(point_coords, point_labels, granularity=granularity)
-    image = _shared_image(
-        decoder,
-        encoder.get_dense_pe().to(dtype),
-        image_embed.to(dtype),
-        dense[:1].to(dtype),
-        tuple(f.to(dtype) for f in high_res_features),
-    )
+
+    def build() -> SharedImage:
+        return shared_image_terms(
+            decoder,
+            encoder.get_dense_pe().to(dtype),
+            image_embed.to(dtype),
+            dense[:1].to(dtype),
+            tuple(f.to(dtype) for f in high_res_features),
+        )
+
+    image = build() if terms is None else terms(build)
     sparse = sparse.to(dtype)
     parts = [
         _decode_part(decoder, image, sparse[i : i + micro_batch])
@@ -323,7 +332,7 @@ def decode_shared(
     )
 
 
-def _decode_part(decoder: Any, image: _SharedImage, sparse: torch.Tensor) -> DecoderOutput:
+def _decode_part(decoder: Any, image: SharedImage, sparse: torch.Tensor) -> DecoderOutput:
     """Decode one pass of `decode_shared`: sparse (B, N', C) prompt embeddings."""
     shift = 1 if decoder.pred_obj_scores else 0
     heads = [decoder.obj_score_token.weight] if decoder.pred_obj_scores else []

@@ -42,7 +42,7 @@ def native_bfloat16_matmul() -> bool:
     return False
 
 
-def _weights_state(module: nn.Module) -> tuple[int, ...]:
+def weights_state(module: nn.Module) -> tuple[int, ...]:
     """Identity and in-place version of every parameter (changes when weights are loaded)."""
     state: list[int] = []
     for p in module.parameters():
@@ -64,7 +64,7 @@ class LowPrecisionDecoders:
 
     def get(self, decoder: nn.Module) -> Any:
         """Return an eval-mode bfloat16 copy of `decoder` matching its current weights."""
-        state = _weights_state(decoder)
+        state = weights_state(decoder)
         with self._lock:
             held = self._copies.get(decoder)
             if held is not None and held[0] == state:

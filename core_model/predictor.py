@@ -16,10 +16,11 @@ import numpy.typing as npt
 import torch
 
 from core_model.cache import EmbeddingCache, LRUEmbeddingCache
+from core_model.click_terms import CLICK_TERMS_IMAGES, ClickTerms
 from core_model.errors import InvalidImageError, InvalidPromptError
 from core_model.grid_decode import decode_shared, use_shared_decode
 from core_model.imageio import MAX_IMAGE_PIXELS
-from core_model.low_precision import DecodePrecision, LowPrecisionDecoders
+from core_model.low_precision import DecodePrecision, LowPrecisionDecoders, weights_state
 from core_model.modeling.unsamv2 import DecoderOutput, ModelInfo, UnSAMv2Model
 from core_model.preprocess import (
     PREPROCESS_VERSION,
@@ -54,6 +55,9 @@ class GranularityPredictor:
         cache: Embedding cache; default an `LRUEmbeddingCache` of 512 MiB.
         mask_threshold: Logit threshold for binary masks (0.0 as in SAM-2).
         max_image_pixels: Largest accepted image (H * W); larger images raise.
+        click_terms_images: On CPU, keep the decoder's image-side terms of this many recently
+            clicked images (`core_model.click_terms`) so that a click decodes only its own
+            part; 0 decodes every click with the model's decoder.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class GranularityPredictor:
         cache: EmbeddingCache | None = None,
         mask_threshold: float = 0.0,
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        click_terms_images: int = CLICK_TERMS_IMAGES,
     ) -> None:
         self.model = model
         self.cache: EmbeddingCache = (
@@ -71,6 +76,7 @@ class GranularityPredictor:
         self.mask_threshold = float(mask_threshold)
         self.max_image_pixels = int(max_image_pixels)
         self._low_precision = LowPrecisionDecoders()
+        self._click_terms = ClickTerms(click_terms_images) if click_terms_images > 0 else None
 
     @property
     def device(self) -> torch.device:
@@ -187,6 +193,23 @@ class GranularityPredictor:
             )
         return t.reshape(1, 1, side, side).expand(batch, -1, -1, -1)
 
+    def _click_terms_for(
+        self, embedding: ImageEmbedding, mask_input: torch.Tensor | None, multimask: bool
+    ) -> ClickTerms | None:
+        """The image-terms cache when a few prompt sets may decode through it, else None.
+
+        On CPU only (the decoder is the cost of a click there; a GPU decodes a click in a few
+        ms), for a keyed one-image embedding without a mask input, as `decode_shared` needs.
+        """
+        usable = (
+            self.device.type == "cpu"
+            and bool(embedding.key)
+            and embedding.image_embed.shape[0] == 1
+            and mask_input is None
+            and not multimask
+        )
+        return self._click_terms if usable else None
+
     def decode(
         self,
         embedding: ImageEmbedding,
@@ -222,10 +245,14 @@ class GranularityPredictor:
                 out = self.model.decode_sam2(*args, mask_input=mask_input)
                 return _pick_by_area_rank(out, granularities)
             g = torch.tensor(granularities, dtype=torch.float32, device=self.device)[:, None]
+            cache = self._click_terms_for(embedding, mask_input, multimask_output)
             if use_shared_decode(embedding.image_embed, point_coords, mask_input, multimask_output):
                 low = precision == "bfloat16" and self.device.type == "cpu"
                 decoder = self._low_precision.get(self.model.sam_mask_decoder) if low else None
                 out = decode_shared(self.model, *args, g, decoder=decoder)  # image work shared
+            elif cache is not None:  # a few clicks: the image's terms are reused
+                key = (embedding.key, weights_state(self.model.sam_mask_decoder))
+                out = decode_shared(self.model, *args, g, terms=lambda b: cache.get(key, b))
             else:
                 out = self.model.decode_granularity(
                     *args, g, mask_input=mask_input, multimask_output=multimask_output

@@ -176,6 +176,7 @@ def test_bench_click_measures_both_paths(tmp_path: Path, capsys) -> None:
     result = json.loads(out.read_text())["results"][0]
     assert result["width"] == 64 and result["embedding_bytes"] > 0
     assert result["cached_p50_s"] > 0 and result["naive_p50_s"] > 0
+    assert result["decoder_p50_s"] > 0 and "decoder p50" in printed
     assert result["speedup_p50"] == pytest.approx(result["naive_p50_s"] / result["cached_p50_s"])
 
 
