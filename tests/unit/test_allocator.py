@@ -38,8 +38,9 @@ def test_kept_memory_is_reused_without_page_faults() -> None:
         kept = _faults_filling_blocks()
     finally:
         allocator.keep_freed_memory()  # what the command line runs with
-    assert mapped_each_time > 4 * pages  # every block paged in again with glibc's defaults
-    assert kept < pages // 2  # reused: no new pages
+    assert mapped_each_time > 6 * pages  # each of the 8 blocks paged in again with the defaults
+    # kept: reused; other threads of the process may take the free block once in a while
+    assert kept < 2 * pages
 
 
 def test_the_setting_can_be_turned_off_and_is_checked() -> None:
