@@ -15,6 +15,7 @@ from core_model.types import Prompts
 from ml_backend.cli.bench_images import bench_image
 
 CLICK = Prompts.from_arrays([[40.0, 30.0], [70.0, 50.0]], [1, 0])
+BOXED = Prompts.from_arrays([[40.0, 30.0]], [1], box=[20.0, 10.0, 90.0, 70.0])
 
 
 def _model_decoder(model, embedding, predictor, prompts, granularity):
@@ -37,9 +38,9 @@ def test_clicks_reuse_the_image_terms_and_match_the_model(tiny_model) -> None:
         return real_get(key, lambda: (calls.append(1), build())[1])
 
     predictor._click_terms.get = counting_get  # type: ignore[method-assign]
-    for g in (0.2, 0.6, 1.0):
-        got = predictor.predict(embedding, CLICK, granularity=g)
-        expected = _model_decoder(tiny_model, embedding, predictor, CLICK, g)
+    for prompts, g in ((CLICK, 0.2), (CLICK, 0.6), (BOXED, 1.0)):
+        got = predictor.predict(embedding, prompts, granularity=g)
+        expected = _model_decoder(tiny_model, embedding, predictor, prompts, g)
         torch.testing.assert_close(
             torch.from_numpy(got.low_res_logits),
             expected.low_res_logits[:, 0].clamp(-32, 32),
