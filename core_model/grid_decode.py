@@ -1,17 +1,20 @@
-"""Granularity decoding of many click prompts on one image, with the image-side work shared.
+"""Granularity decoding of click prompts on one image, with the image-side work shared.
 
 `decode_shared` computes what `UnSAMv2Model.decode_granularity` computes for B prompt sets on
 one image without a mask input, but never copies the image embedding per prompt:
 
-* the first two-way block's image-side projections (keys, values and image queries: the image
-  tokens have not yet seen any prompt) run once, on a batch of 1;
-* the positional encoding enters every later projection as a shared, pre-projected term
-  (projections are linear), so no (B, h*w, C) sums of image tokens and encodings are built;
-* the keys, values and image queries of the second block come from one fused matmul;
+* the image-side terms (`SharedImage`: the first two-way block's keys, values and image
+  queries, which no prompt has touched yet, and the positional terms of every later
+  projection, which are linear) are computed once per call on a batch of 1, or taken from a
+  cache (`core_model.click_terms` keeps them for interactive clicks);
+* in the image-to-token attentions, the image queries' projection is folded into the prompt
+  keys and the output projection (with its bias) into the prompt values, so no projection runs
+  over a prompt's h*w image tokens that can run over its ~10 prompt tokens;
 * the final token-to-image attention runs only for the tokens the outputs use (the IoU and the
   granularity tokens), with the projection folded into those few queries.
 
-The arithmetic is SAM-2's up to float rounding (tests compare both paths).
+The arithmetic is SAM-2's up to float rounding (tests compare both paths). A bfloat16 copy of
+the decoder (`core_model.low_precision`) runs the same code in bfloat16.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import torch
 from core_model.modeling.subpixel import upscale_and_project
 from core_model.modeling.unsamv2 import DecoderOutput, UnSAMv2Model
 
-SHARED_DECODE_MIN_BATCH = 16  # prompt sets per call from which the predictor uses this path
+# prompt sets per call from which the predictor computes the image-side terms for the call
+# (fewer use the cached terms of `core_model.click_terms` on CPU, or the model's decoder)
+SHARED_DECODE_MIN_BATCH = 16
 # image-token values per pass on CPU (4 prompts of a 64x64x256 embedding): the per-prompt image
 # tensors of a pass stay in cache; 64 prompts of that size run about twice as slow per prompt
 CPU_PASS_ELEMENTS = 4 * 64 * 64 * 256
