@@ -255,6 +255,24 @@ def _later_block(
     return queries, keys
 
 
+_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def foldable(decoder: Any) -> bool:
+    """Whether `decode_shared` may run this decoder: eval mode, plain linear projections.
+
+    The shared path reads the attention projections' weights to fold them into the prompt
+    tokens, so a projection wrapped by an adapter (peft's unmerged LoRA layers) or dropout
+    in training mode would be skipped silently; such decoders take the model's own path.
+    """
+    if decoder.training:
+        return False
+    for name, module in decoder.transformer.named_modules():
+        if name.rsplit(".", 1)[-1] in _PROJECTIONS and type(module) is not torch.nn.Linear:
+            return False
+    return True
+
+
 def use_shared_decode(
     image_embed: torch.Tensor,
     point_coords: torch.Tensor,

@@ -18,7 +18,7 @@ import torch
 from core_model.cache import EmbeddingCache, LRUEmbeddingCache
 from core_model.click_terms import CLICK_TERMS_IMAGES, ClickTerms
 from core_model.errors import InvalidImageError, InvalidPromptError
-from core_model.grid_decode import decode_shared, use_shared_decode
+from core_model.grid_decode import decode_shared, foldable, use_shared_decode
 from core_model.imageio import MAX_IMAGE_PIXELS
 from core_model.low_precision import DecodePrecision, LowPrecisionDecoders, weights_state
 from core_model.modeling.unsamv2 import DecoderOutput, ModelInfo, UnSAMv2Model
@@ -207,6 +207,7 @@ class GranularityPredictor:
             and embedding.image_embed.shape[0] == 1
             and mask_input is None
             and not multimask
+            and foldable(self.model.sam_mask_decoder)
         )
         return self._click_terms if usable else None
 
@@ -246,7 +247,10 @@ class GranularityPredictor:
                 return _pick_by_area_rank(out, granularities)
             g = torch.tensor(granularities, dtype=torch.float32, device=self.device)[:, None]
             cache = self._click_terms_for(embedding, mask_input, multimask_output)
-            if use_shared_decode(embedding.image_embed, point_coords, mask_input, multimask_output):
+            shared = use_shared_decode(
+                embedding.image_embed, point_coords, mask_input, multimask_output
+            )
+            if shared and foldable(self.model.sam_mask_decoder):
                 low = precision == "bfloat16" and self.device.type == "cpu"
                 decoder = self._low_precision.get(self.model.sam_mask_decoder) if low else None
                 out = decode_shared(self.model, *args, g, decoder=decoder)  # image work shared

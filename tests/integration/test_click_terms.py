@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from core_model.click_terms import ClickTerms
+from core_model.grid_decode import foldable
 from core_model.predictor import GranularityPredictor
 from core_model.types import Prompts
 from ml_backend.cli.bench_images import bench_image
@@ -95,3 +96,21 @@ def test_click_terms_keep_the_most_recent_images() -> None:
     assert built == ["a", "b", "c", "b", "a"] and len(terms) == 2
     with pytest.raises(ValueError, match="capacity"):
         ClickTerms(capacity=0)
+
+
+def test_adapters_and_training_mode_keep_the_models_decoder(tiny_model) -> None:
+    """The shared path folds projection weights; a wrapped or dropping projection must not be."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    assert foldable(tiny_model.sam_mask_decoder)
+    training = copy.deepcopy(tiny_model.sam_mask_decoder).train()
+    assert not foldable(training)
+    wrapped = copy.deepcopy(tiny_model)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"])
+    inject_adapter_in_model(config, wrapped.sam_mask_decoder.transformer)
+    wrapped.eval()
+    assert not foldable(wrapped.sam_mask_decoder)
+    predictor = GranularityPredictor(wrapped)
+    embedding = predictor.embed(bench_image(128, 96, seed=5))
+    predictor.predict(embedding, CLICK, granularity=0.5)
+    assert len(predictor._click_terms) == 0  # the model's decoder ran

@@ -70,7 +70,9 @@ def test_multimask_output_only_changes_the_score(predictor, scene_image) -> None
     embedding = predictor.embed(scene_image)
     single = predictor.predict(embedding, CLICK, granularity=0.5)
     multi = predictor.predict(embedding, CLICK, granularity=0.5, multimask_output=True)
-    np.testing.assert_array_equal(single.low_res_logits, multi.low_res_logits)
+    # the single-mask click runs through the cached image terms, the multimask one through the
+    # model's decoder: the same arithmetic up to float rounding
+    np.testing.assert_allclose(single.low_res_logits, multi.low_res_logits, atol=1e-6, rtol=0)
     assert single.scores[0] != multi.scores[0]
 
 
