@@ -15,6 +15,12 @@ when NMS is off). This changes the result within the tolerance that
 `core_model.whole_image_reference.compare_masks` measures against the first algorithm (kept as
 `reference_run`); without skipping the masks are the same.
 
+`WholeImageConfig.decode_precision` picks the decoder's arithmetic: "auto" is bfloat16 on a
+CPU with native bfloat16 matmuls (`core_model.low_precision`), float32 elsewhere. In bfloat16
+the same clicks give masks that agree click by click with the float32 ones (tested: predicted
+IoU within 0.01, under 2 % of a mask's pixels, every mask matched at IoU >= 0.9 both ways);
+which of two candidates whose scores differ by less than that rounding survives NMS can change.
+
 A run can be bounded: `WholeImageConfig.deadline_s` and a caller's ``should_stop`` hook are
 checked before every decoder chunk; when either says stop, the masks found so far are ranked and
 returned, and `WholeImageRun` reports how much of the grid was decoded.
