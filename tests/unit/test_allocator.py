@@ -2,62 +2,56 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import subprocess
 import sys
 
 import pytest
-import torch
 
-from core_model import allocator
 from ml_backend.settings import SettingsError, tune_memory_allocator
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only"
 )
 
+# Run in a fresh interpreter: in a long test process the heap already holds large free chunks
+# (left by earlier tests with memory kept), and malloc serves a block from them before it
+# would consider mmap at all.
+_PROBE = """
+import ctypes, ctypes.util, torch
+from core_model import allocator
+
 BLOCK = 40 * 1024 * 1024  # above glibc's default mmap threshold, below the kept one
 
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd",
+        "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012  (ctypes layout of glibc's struct mallinfo2)
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+libc.mallinfo2.restype = MallInfo2
 
-
-def _mapped_bytes_while_holding_a_block() -> int:
-    """How much more memory malloc has mapped with mmap while a BLOCK tensor is alive."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
+def mapped_while_holding_a_block():
     before = libc.mallinfo2().hblkhd
     block = torch.empty(BLOCK // 4, dtype=torch.float32)
     block.fill_(1.0)
     during = libc.mallinfo2().hblkhd
     del block
-    return int(during - before)
+    return during - before
+
+assert allocator.release_freed_memory()
+default = mapped_while_holding_a_block()
+assert allocator.keep_freed_memory()
+kept = mapped_while_holding_a_block()
+print(default, kept, BLOCK)
+"""
 
 
 def test_large_blocks_come_from_the_heap_when_kept() -> None:
-    try:
-        assert allocator.release_freed_memory()
-        mapped_by_default = _mapped_bytes_while_holding_a_block()
-        assert allocator.keep_freed_memory()
-        mapped_when_kept = _mapped_bytes_while_holding_a_block()
-    finally:
-        allocator.keep_freed_memory()  # what the command line runs with
-    assert mapped_by_default >= BLOCK  # its own mmap, unmapped (and faulted in anew) each time
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120, check=True
+    )
+    mapped_by_default, mapped_when_kept, block = map(int, done.stdout.split())
+    assert mapped_by_default >= block  # its own mmap, unmapped (and faulted in anew) each time
     assert mapped_when_kept == 0  # from the heap, reused after free
 
 
