@@ -126,6 +126,41 @@ def tiny_backend_env(
     return env
 
 
+def in_process_backend(tmp_path: Path, env: dict[str, str]) -> tuple[Any, Any, Any]:
+    """Build the Label Studio app in this process, serving test-tiny from a real checkpoint.
+
+    The model has seeded random weights (seed 1234), saved in the official format under
+    `tmp_path`; data goes under `tmp_path` too, with one torch thread. `env` adds or overrides
+    settings. Returns (Flask app, store, model runtime), the runtime refreshed, not polling.
+    """
+    import torch
+
+    from core_model.build import build_model
+    from core_model.checkpoint import official_state_dict
+    from labeling_pipeline.store import Store
+    from ml_backend.label_studio.app import create_app
+    from ml_backend.runtime import ModelRuntime
+    from ml_backend.settings import Settings
+
+    torch.manual_seed(1234)
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save({"model": official_state_dict(build_model("test-tiny"))}, checkpoint)
+    settings = Settings.from_env(
+        {
+            "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
+            "UNSAMV2_MODEL": "test-tiny",
+            "UNSAMV2_CHECKPOINT": str(checkpoint),
+            "UNSAMV2_TORCH_THREADS": "1",
+            **env,
+        }
+    )
+    store = Store(settings.pipeline.resolved_database_url)
+    runtime = ModelRuntime(settings.pipeline, store=store, poll_s=0)
+    runtime.refresh()
+    app = create_app(settings, runtime=runtime, store=store, start_runtime=False)
+    return app, store, runtime
+
+
 def label_studio_caller(url: str, token: str) -> Callable[..., Any]:
     """Return ``call(method, path, **kwargs)`` for Label Studio's REST API at `url`.
 

@@ -11,16 +11,13 @@ from __future__ import annotations
 import types
 
 import pytest
-import torch
 from video_clips import FileServer, write_clip
 
-from core_model.checkpoint import official_state_dict
-from labeling_pipeline.store import Store
 from labeling_pipeline.store.models import PredictionRecord
 from ml_backend.label_studio import video_tracking
-from ml_backend.label_studio.app import create_app
-from ml_backend.runtime import ModelRuntime
 from ml_backend.settings import Settings
+
+from helpers import in_process_backend
 
 VIDEO_CONFIG = """<View>
   <Labels name="videoLabels" toName="video">
@@ -53,31 +50,17 @@ def clips(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory, clips):
-    tmp_path = tmp_path_factory.mktemp("backend")
-    torch.manual_seed(1234)
-    from core_model.build import build_model
-
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save({"model": official_state_dict(build_model("test-tiny"))}, checkpoint)
-    settings = Settings.from_env(
+    return in_process_backend(
+        tmp_path_factory.mktemp("backend"),
         {
-            "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
-            "UNSAMV2_MODEL": "test-tiny",
-            "UNSAMV2_CHECKPOINT": str(checkpoint),
             "UNSAMV2_ALLOWED_IMAGE_HOSTS": "127.0.0.1",
             "UNSAMV2_ALLOW_PRIVATE_NETWORKS": "true",
             "UNSAMV2_MAX_VIDEO_BYTES": str(MAX_VIDEO_BYTES),
             "UNSAMV2_MAX_IMAGE_PIXELS": "20000",  # 96 x 128 passes, 160 x 200 does not
             "UNSAMV2_VIDEO_MAX_FRAMES": "2",
             "UNSAMV2_DEFAULT_GRANULARITY": "0.6",
-            "UNSAMV2_TORCH_THREADS": "1",
-        }
+        },
     )
-    store = Store(settings.pipeline.resolved_database_url)
-    runtime = ModelRuntime(settings.pipeline, store=store, poll_s=0)
-    runtime.refresh()
-    app = create_app(settings, runtime=runtime, store=store, start_runtime=False)
-    return app, store, runtime
 
 
 def keyframe_region(box_px, frame: int = 2, region_id: str = "trk1", label: str = "Car"):

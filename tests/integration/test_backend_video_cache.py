@@ -7,16 +7,12 @@ a small MPEG-4 clip served by an HTTP server on 127.0.0.1 (an allowed image host
 from __future__ import annotations
 
 import pytest
-import torch
 from video_clips import FileServer, write_clip
 
-from core_model.checkpoint import official_state_dict
 from labeling_pipeline.label_studio.fetch import fetch_task_image
-from labeling_pipeline.store import Store
 from ml_backend.label_studio import video_predict
-from ml_backend.label_studio.app import create_app
-from ml_backend.runtime import ModelRuntime
-from ml_backend.settings import Settings
+
+from helpers import in_process_backend
 
 VIDEO_CONFIG = """<View>
   <Labels name="videoLabels" toName="video"><Label value="Car"/></Labels>
@@ -37,29 +33,17 @@ def clip_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("backend")
-    torch.manual_seed(1234)
-    from core_model.build import build_model
-
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save({"model": official_state_dict(build_model("test-tiny"))}, checkpoint)
-    settings = Settings.from_env(
+    app, _, _ = in_process_backend(
+        tmp_path_factory.mktemp("backend"),
         {
-            "UNSAMV2_DATA_DIR": str(tmp_path / "data"),
-            "UNSAMV2_MODEL": "test-tiny",
-            "UNSAMV2_CHECKPOINT": str(checkpoint),
             "UNSAMV2_ALLOWED_IMAGE_HOSTS": "127.0.0.1",
             "UNSAMV2_ALLOW_PRIVATE_NETWORKS": "true",
             "UNSAMV2_MAX_VIDEO_BYTES": str(64 * 1024),
             "UNSAMV2_VIDEO_MAX_FRAMES": "1",
             "UNSAMV2_VIDEO_CACHE_MB": "1",
-            "UNSAMV2_TORCH_THREADS": "1",
-        }
+        },
     )
-    store = Store(settings.pipeline.resolved_database_url)
-    runtime = ModelRuntime(settings.pipeline, store=store, poll_s=0)
-    runtime.refresh()
-    return create_app(settings, runtime=runtime, store=store, start_runtime=False)
+    return app
 
 
 def keyframe(label: str = "Car") -> dict:
