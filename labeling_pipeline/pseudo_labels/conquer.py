@@ -71,15 +71,20 @@ def _roots(parent: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
 
 
 class _Clusters:
-    """Union-find forest with feature sums, adjacency sets and a lazily invalidated heap."""
+    """Union-find forest with feature sums, adjacency sets and a lazily invalidated heap.
+
+    The per-merge bookkeeping (parents, sizes, stamps) lives in Python lists: the heap loop
+    reads them once per popped entry, and indexing a NumPy array from Python costs several
+    times more than indexing a list.
+    """
 
     def __init__(self, features: npt.NDArray[np.float64], height: int, width: int):
         n = features.shape[0]
         self.sums = features.copy()
         self.norms = np.linalg.norm(self.sums, axis=1)  # kept up to date for merged clusters
-        self.size = np.ones(n, dtype=np.int64)
-        self.parent = np.arange(n, dtype=np.int64)
-        self.stamp = np.zeros(n, dtype=np.int64)
+        self.size = [1] * n
+        self.parent = list(range(n))
+        self.stamp = [0] * n
         self.neighbours: list[set[int]] = [set() for _ in range(n)]
         edges = _grid_edges(height, width)
         for a, b in edges.tolist():
@@ -87,27 +92,20 @@ class _Clusters:
             self.neighbours[b].add(a)
         similarity = np.einsum("ij,ij->i", features[edges[:, 0]], features[edges[:, 1]])
         self.heap: list[tuple[float, int, int, int, int]] = [
-            (-float(s), int(a), int(b), 0, 0)
-            for (a, b), s in zip(edges.tolist(), similarity, strict=True)
+            (-s, a, b, 0, 0)
+            for (a, b), s in zip(edges.tolist(), similarity.tolist(), strict=True)
         ]
         heapq.heapify(self.heap)
 
-    def _valid(self, entry: tuple[float, int, int, int, int]) -> bool:
-        _, a, b, stamp_a, stamp_b = entry
-        return bool(
-            self.parent[a] == a
-            and self.parent[b] == b
-            and self.stamp[a] == stamp_a
-            and self.stamp[b] == stamp_b
-        )
-
     def merge_down_to(self, threshold: float, merges: list[tuple[int, int, float]]) -> None:
         """Merge the most similar adjacent pair while its similarity is >= threshold."""
-        while self.heap and -self.heap[0][0] >= threshold:
-            entry = heapq.heappop(self.heap)
-            if self._valid(entry):
-                merges.append((entry[1], entry[2], -entry[0]))
-                self._merge(entry[1], entry[2])
+        heap, parent, stamp = self.heap, self.parent, self.stamp
+        while heap and -heap[0][0] >= threshold:
+            value, a, b, stamp_a, stamp_b = heapq.heappop(heap)
+            # stale: a cluster was merged away or has changed since the entry was pushed
+            if parent[a] == a and parent[b] == b and stamp[a] == stamp_a and stamp[b] == stamp_b:
+                merges.append((a, b, -value))
+                self._merge(a, b)
 
     def _merge(self, a: int, b: int) -> None:
         keep, gone = (a, b) if self.size[a] >= self.size[b] else (b, a)
@@ -131,9 +129,10 @@ class _Clusters:
             @ self.sums[keep]
             / np.maximum(self.norms[others] * self.norms[keep], 1e-12)
         )
+        stamp, heap = self.stamp, self.heap
         for other, value in zip(others.tolist(), similarity.tolist(), strict=True):
             lo, hi = (keep, other) if keep < other else (other, keep)
-            heapq.heappush(self.heap, (-value, lo, hi, int(self.stamp[lo]), int(self.stamp[hi])))
+            heapq.heappush(heap, (-value, lo, hi, stamp[lo], stamp[hi]))
 
 
 def merge_patches(
@@ -164,10 +163,10 @@ def merge_patches(
     seen: set[tuple[int, int]] = set()
     for threshold in thresholds:
         clusters.merge_down_to(threshold, merges)
-        roots = _roots(clusters.parent)
+        roots = _roots(np.asarray(clusters.parent, dtype=np.int64))
         labels.append(roots.reshape(height, width).astype(np.int32))
         for root in np.unique(roots).tolist():
-            size = int(clusters.size[root])
+            size = clusters.size[root]
             key = (root, size)  # clusters only grow, so (root, size) identifies a member set
             if size < min_patches or not clusters.neighbours[root] or key in seen:
                 continue
