@@ -8,6 +8,7 @@ from core_model.masks.coco import (
     decode_coco_rle,
     encode_coco_rle,
     encode_coco_rle_batch,
+    encode_coco_rle_placed,
 )
 from core_model.masks.geometry import (
     box_iou_xyxy,
@@ -32,6 +33,7 @@ __all__ = [
     "encode_brush_rle",
     "encode_coco_rle",
     "encode_coco_rle_batch",
+    "encode_coco_rle_placed",
     "mask_to_box_xyxy",
     "mask_to_polygons",
     "masks_to_boxes_xyxy",

@@ -44,6 +44,34 @@ def encode_coco_rle_batch(masks: npt.ArrayLike) -> list[CocoRLE]:
     ]
 
 
+def encode_coco_rle_placed(
+    crop: npt.ArrayLike, top_left_yx: tuple[int, int], size_hw: tuple[int, int]
+) -> CocoRLE:
+    """Encode an (h, w) crop (non-zero = foreground) placed in an otherwise empty mask.
+
+    Same result as `encode_coco_rle` of the full (H, W) mask, without building it in C order
+    and converting it: the mask is written once, in the column-major order the encoder reads.
+
+    Args:
+        crop: (h, w) mask.
+        top_left_yx: (y, x) of the crop's first pixel in the full mask.
+        size_hw: (H, W) of the full mask; the crop must lie inside it.
+    """
+    array = np.asarray(crop)
+    if array.ndim != 2:
+        raise InvalidMaskError(f"crop must be 2-D (h, w), got shape {array.shape}")
+    height, width = size_hw
+    y, x = top_left_yx
+    if height < 1 or width < 1 or y < 0 or x < 0:
+        raise InvalidMaskError(f"cannot place a crop at {top_left_yx} in a {size_hw} mask")
+    if y + array.shape[0] > height or x + array.shape[1] > width:
+        raise InvalidMaskError(f"a {array.shape} crop at {top_left_yx} leaves a {size_hw} mask")
+    full = np.zeros((height, width, 1), dtype=np.uint8, order="F")
+    full[y : y + array.shape[0], x : x + array.shape[1], 0] = array != 0
+    encoded = mask_utils.encode(full)[0]
+    return {"size": [height, width], "counts": encoded["counts"].decode("ascii")}
+
+
 def _string_counts(counts: str) -> list[int]:
     """Parse COCO's compressed counts string (6-bit chars, LEB128-like, delta from two back)."""
     runs: list[int] = []

@@ -92,8 +92,7 @@ class _Clusters:
             self.neighbours[b].add(a)
         similarity = np.einsum("ij,ij->i", features[edges[:, 0]], features[edges[:, 1]])
         self.heap: list[tuple[float, int, int, int, int]] = [
-            (-s, a, b, 0, 0)
-            for (a, b), s in zip(edges.tolist(), similarity.tolist(), strict=True)
+            (-s, a, b, 0, 0) for (a, b), s in zip(edges.tolist(), similarity.tolist(), strict=True)
         ]
         heapq.heapify(self.heap)
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from core_model.masks import decode_coco_rle, encode_coco_rle
+from core_model.masks import decode_coco_rle, encode_coco_rle_placed
 from core_model.types import BoolMask
 from labeling_pipeline.pseudo_labels.candidates import Candidate, box_of, grid_to_image
 from labeling_pipeline.pseudo_labels.config import PseudoLabelConfig
@@ -42,7 +42,7 @@ from labeling_pipeline.pseudo_labels.relations import InstanceHierarchy, find_hi
 from labeling_pipeline.pseudo_labels.scaling import (
     resize_image,
     resize_mask,
-    upscale_rle,
+    upscale_framed,
     working_size,
 )
 from labeling_pipeline.pseudo_labels.split import join_adjacent_pieces, split_proposal
@@ -158,14 +158,26 @@ def _divide(
 
 
 def _encode(
-    framed: BoolMask, frame: tuple[int, int, int, int], shape: tuple[int, int]
-) -> tuple[dict[str, Any], int, tuple[float, float, float, float]]:
-    full = np.zeros(shape, dtype=bool)
-    fy0, fy1, fx0, fx1 = frame
-    full[fy0:fy1, fx0:fx1] = framed
-    y0, y1, x0, x1 = box_of(framed)
-    box = (float(x0 + fx0), float(y0 + fy0), float(x1 - x0), float(y1 - y0))
-    return encode_coco_rle(full), int(framed.sum()), box
+    framed: BoolMask,
+    top_left_yx: tuple[int, int],
+    work_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+) -> tuple[dict[str, Any], int, tuple[float, float, float, float]] | None:
+    """Return (COCO RLE, area, box (x, y, w, h)) at `out_hw` of a crop of the working image.
+
+    None when the mask vanishes at the output size.
+    """
+    if work_hw == out_hw:
+        y0, y1, x0, x1 = box_of(framed)
+        crop, (y, x) = framed[y0:y1, x0:x1], (top_left_yx[0] + y0, top_left_yx[1] + x0)
+    else:
+        scaled = upscale_framed(framed, top_left_yx, work_hw, out_hw)
+        if scaled is None:
+            return None
+        crop, (y, x) = scaled
+    height, width = crop.shape
+    box = (float(x), float(y), float(width), float(height))
+    return encode_coco_rle_placed(crop, (y, x), out_hw), int(crop.sum()), box
 
 
 def _fallback(
@@ -227,19 +239,15 @@ def pseudo_label_image(
             )
     size = working_size(height, width, config.work_max_side)
     if size == (height, width):
-        return _pseudo_label(image, extractor, config, proposals, trace)
+        return _pseudo_label(image, extractor, config, proposals, trace, size)
     small = [Proposal(resize_mask(np.asarray(p.mask), size), p.score, p.source) for p in proposals]
     inner = StageTrace() if trace is not None else None
-    masks = _pseudo_label(resize_image(image, size), extractor, config, small, inner)
+    small_image = resize_image(image, size)
+    masks = _pseudo_label(small_image, extractor, config, small, inner, (height, width))
     if trace is not None and inner is not None:
         scaled = inner.rescaled(height / size[0], width / size[1])
         trace.stages, trace.fallback = scaled.stages, scaled.fallback
-    out = []
-    for m in masks:
-        big = upscale_rle(m.segmentation, (height, width))
-        if big is not None:
-            out.append(replace(m, segmentation=big[0], area=big[1], bbox_xywh=big[2]))
-    return out
+    return masks
 
 
 def _pseudo_label(
@@ -248,8 +256,9 @@ def _pseudo_label(
     config: PseudoLabelConfig,
     proposals: Sequence[Proposal],
     trace: StageTrace | None,
+    out_hw: tuple[int, int],
 ) -> list[PseudoMask]:
-    """Run the stages on an image at its working size (see `pseudo_label_image`)."""
+    """Run the stages on an image at its working size; masks are encoded at `out_hw` (H, W)."""
     height, width = image.shape[:2]
     candidates = _divide(image, extractor, config, proposals)
     if trace is not None:
@@ -276,7 +285,10 @@ def _pseudo_label(
         for (mask, score, source, is_part), g in zip(
             members, granularity_from_areas(areas).tolist(), strict=True
         ):
-            rle, area, box = _encode(mask, frame, (height, width))
+            encoded = _encode(mask, (frame[0], frame[2]), (height, width), out_hw)
+            if encoded is None:  # vanished when brought to the output size
+                continue
+            rle, area, box = encoded
             out.append(PseudoMask(rle, area, box, float(g), instance_id, is_part, score, source))
             if trace is not None:
                 trace.add("final", mask, frame[0], frame[2])

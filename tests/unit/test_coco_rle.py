@@ -11,6 +11,7 @@ from core_model.masks import (
     decode_coco_rle,
     encode_coco_rle,
     encode_coco_rle_batch,
+    encode_coco_rle_placed,
 )
 from core_model.masks.coco import _string_counts
 
@@ -80,3 +81,24 @@ def test_encode_rejects_wrong_dimensions() -> None:
         encode_coco_rle(np.zeros((2, 3, 4), bool))
     with pytest.raises(InvalidMaskError):
         encode_coco_rle_batch(np.zeros((0, 3, 4), bool))
+
+
+def test_placed_crop_encodes_like_the_full_mask() -> None:
+    rng = np.random.default_rng(3)
+    for top_left, crop_hw in (((0, 0), (31, 47)), ((5, 9), (10, 20)), ((30, 46), (1, 1))):
+        crop = rng.random(crop_hw) > 0.5
+        full = np.zeros((31, 47), dtype=bool)
+        full[top_left[0] : top_left[0] + crop_hw[0], top_left[1] : top_left[1] + crop_hw[1]] = crop
+        assert encode_coco_rle_placed(crop.astype(np.uint8) * 7, top_left, (31, 47)) == (
+            encode_coco_rle(full)
+        )
+
+
+@pytest.mark.parametrize(
+    ("crop_hw", "top_left"), [((4, 4), (28, 0)), ((4, 4), (0, 44)), ((4, 4), (-1, 0))]
+)
+def test_placed_crop_must_lie_inside_the_mask(
+    crop_hw: tuple[int, int], top_left: tuple[int, int]
+) -> None:
+    with pytest.raises(InvalidMaskError):
+        encode_coco_rle_placed(np.ones(crop_hw, dtype=bool), top_left, (31, 47))
