@@ -40,9 +40,12 @@ class RefineConfig:
     """
 
     enabled: bool = True
-    # Two GrabCut iterations: the trimap already fixes all but a band a patch wide, and the
-    # colour models barely move after the second pass (the third cost a third of the time).
-    iterations: int = 2
+    # One GrabCut iteration: the trimap already fixes all but a band a patch wide, so the colour
+    # models learnt from the fixed pixels barely move in later passes. Measured on the harder
+    # generated scenes (40, seeds 0-39): one pass gave the same part recall as two (0.877 at IoU
+    # 0.8; 12 scenes at 1024x768: 0.861 against 0.866), whole recall 0.655 against 0.639, for
+    # 10 % less time per image (each pass costs about a third of a call).
+    iterations: int = 1
     band_patches: float = 1.0
     min_band_px: int = 4
     # Crops are refined at most 192 px on their long side: small parts (the ones whose boundary
