@@ -48,10 +48,15 @@ def _soft_assign(
     values: npt.NDArray[np.float32], centres: npt.NDArray[np.float32]
 ) -> npt.NDArray[np.float32]:
     """Return (..., K) Gaussian weights of `values` (...) to 1-D `centres` (K); rows sum to 1."""
-    sigma = float(centres[1] - centres[0]) * 0.5
-    weights = np.exp(-0.5 * ((values[..., None] - centres) / sigma) ** 2).astype(np.float32)
-    out: npt.NDArray[np.float32] = weights / np.maximum(weights.sum(axis=-1, keepdims=True), 1e-12)
-    return out
+    sigma = np.float32(float(centres[1] - centres[0]) * 0.5)
+    # exp(-0.5 * ((v - c) / sigma) ** 2), computed in place (one (..., K) buffer)
+    weights: npt.NDArray[np.float32] = values[..., None] - centres
+    weights /= sigma
+    np.square(weights, out=weights)
+    weights *= np.float32(-0.5)
+    np.exp(weights, out=weights)
+    weights /= np.maximum(weights.sum(axis=-1, keepdims=True), np.float32(1e-12))
+    return weights
 
 
 def _patchify(array: npt.NDArray[np.float32], patch: int) -> npt.NDArray[np.float32]:
