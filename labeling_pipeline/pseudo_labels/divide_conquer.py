@@ -37,6 +37,7 @@ from labeling_pipeline.pseudo_labels.fallback import fallback_instance
 from labeling_pipeline.pseudo_labels.features import FeatureExtractor, check_image
 from labeling_pipeline.pseudo_labels.granularity import granularity_from_areas
 from labeling_pipeline.pseudo_labels.instance_stages import instance_hierarchy
+from labeling_pipeline.pseudo_labels.library_threads import one_thread_per_library
 from labeling_pipeline.pseudo_labels.ncut import discover_instances
 from labeling_pipeline.pseudo_labels.relations import InstanceHierarchy, find_hierarchies
 from labeling_pipeline.pseudo_labels.scaling import (
@@ -237,6 +238,20 @@ def pseudo_label_image(
             raise ProposalError(
                 f"proposal {index} has shape {np.shape(p.mask)}, image is {(height, width)}"
             )
+    # the stages run their own worker threads: nested library threads would oversubscribe
+    with one_thread_per_library(max(config.conquer_workers, config.refine.workers) > 1):
+        return _pseudo_label_at_working_size(image, extractor, config, proposals, trace)
+
+
+def _pseudo_label_at_working_size(
+    image: npt.NDArray[np.uint8],
+    extractor: FeatureExtractor,
+    config: PseudoLabelConfig,
+    proposals: Sequence[Proposal],
+    trace: StageTrace | None,
+) -> list[PseudoMask]:
+    """Shrink the image (and proposals) to the working size, run the stages, encode at full size."""
+    height, width = image.shape[:2]
     size = working_size(height, width, config.work_max_side)
     if size == (height, width):
         return _pseudo_label(image, extractor, config, proposals, trace, size)
