@@ -39,8 +39,8 @@ class BoxedMask:
     def iou(self, truth: BoolMask, truth_area: int) -> float:
         """Return the IoU with a full-frame (H, W) bool mask of `truth_area` pixels."""
         h, w = self.crop.shape
-        inter = int((truth[self.y0 : self.y0 + h, self.x0 : self.x0 + w] & self.crop).sum())
-        union = truth_area + int(self.crop.sum()) - inter
+        inter = np.count_nonzero(truth[self.y0 : self.y0 + h, self.x0 : self.x0 + w] & self.crop)
+        union = truth_area + np.count_nonzero(self.crop) - inter
         return inter / union if union > 0 else 0.0
 
 
@@ -76,5 +76,5 @@ class StageTrace:
 
     def best_iou(self, stage: str, truth: BoolMask) -> float:
         """Return the best IoU of a full-frame (H, W) bool mask with the stage's masks."""
-        area = int(truth.sum())
+        area = np.count_nonzero(truth)
         return max((m.iou(truth, area) for m in self.stages[stage]), default=0.0)

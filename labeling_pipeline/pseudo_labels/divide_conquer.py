@@ -178,7 +178,7 @@ def _encode(
         crop, (y, x) = scaled
     height, width = crop.shape
     box = (float(x), float(y), float(width), float(height))
-    return encode_coco_rle_placed(crop, (y, x), out_hw), int(crop.sum()), box
+    return encode_coco_rle_placed(crop, (y, x), out_hw), np.count_nonzero(crop), box
 
 
 def _fallback(
@@ -293,7 +293,7 @@ def _pseudo_label(
         head = candidates[hierarchy.instance]
         given = [candidates[j] for j in hierarchy.parts]
         frame, instance, parts = instance_hierarchy(image, head, given, extractor, config, trace)
-        areas = [int(instance.sum())] + [int(p.mask.sum()) for p in parts]
+        areas = [np.count_nonzero(instance)] + [np.count_nonzero(p.mask) for p in parts]
         members = [(instance, head.score, head.source, False)] + [
             (p.mask, p.score, p.source, True) for p in parts
         ]

@@ -74,9 +74,9 @@ def _conquer(
     out = []
     for region in result.regions:
         mask = grid_to_image(region.mask, y1 - y0, x1 - x0)
-        area = int(mask.sum())
+        area = np.count_nonzero(mask)
         inside = mask & crop_instance
-        if area == 0 or inside.sum() <= config.keep_inside_fraction * area:
+        if area == 0 or np.count_nonzero(inside) <= config.keep_inside_fraction * area:
             continue
         framed = np.zeros((fy1 - fy0, fx1 - fx0), dtype=bool)
         framed[y0 - fy0 : y1 - fy0, x0 - fx0 : x1 - fx0] = inside
@@ -87,8 +87,8 @@ def _conquer(
 def _is_part(
     mask: BoolMask, instance: BoolMask, instance_area: int, config: PseudoLabelConfig
 ) -> bool:
-    area = int(mask.sum())
-    inside = int((mask & instance).sum())
+    area = np.count_nonzero(mask)
+    inside = np.count_nonzero(mask & instance)
     return 0 < area < instance_area and inside > config.containment_threshold * area
 
 
@@ -104,7 +104,7 @@ def _parts(
         for i in protected_nms(instance, [c.mask for c in candidates], iou_threshold=config.nms_iou)
     ]
     refined = []
-    instance_area = int(instance.sum())
+    instance_area = np.count_nonzero(instance)
     workers = max(1, min(config.refine.workers, len(kept)))
 
     def refine(candidate: Candidate) -> BoolMask | None:
@@ -152,7 +152,7 @@ def instance_hierarchy(
     fy0, fy1, fx0, fx1 = frame
     framed_given = [
         Candidate(c.mask[fy0:fy1, fx0:fx1], c.score, c.source, c.band_px)
-        for c in sorted(given, key=lambda c: (-c.score, -int(c.mask.sum())))
+        for c in sorted(given, key=lambda c: (-c.score, -np.count_nonzero(c.mask)))
     ]
     # a piece of a crowded proposal gets a conquer at its own resolution
     regions = [instance] + [
@@ -167,7 +167,7 @@ def instance_hierarchy(
     if trace is not None:
         for c in conquered:
             trace.add("conquer", c.mask, fy0, fx0)
-    conquered.sort(key=lambda c: -int(c.mask.sum()))
+    conquered.sort(key=lambda c: -np.count_nonzero(c.mask))
     framed_instance = instance[fy0:fy1, fx0:fx1]
     # split pieces are coarse patch masks: exact conquer regions win NMS against them
     ordered = [c for c in framed_given if c.source not in SPLIT_SOURCES] + conquered
@@ -182,24 +182,24 @@ def instance_hierarchy(
         framed_instance, parts = _snapped(
             framed_instance, parts, head.band_px, config, snap_instance=crowded
         )
-    parts.sort(key=lambda c: -int(c.mask.sum()))
+    parts.sort(key=lambda c: -np.count_nonzero(c.mask))
     return frame, framed_instance, parts
 
 
 def _split_leaves(pieces: list[BoolMask], containment: float) -> list[int]:
     """Return the indices of the pieces holding no other piece, if they barely overlap."""
-    areas = [int(p.sum()) for p in pieces]
+    areas = [np.count_nonzero(p) for p in pieces]
     leaves = [
         i
         for i, p in enumerate(pieces)
         if not any(
-            j != i and areas[j] < areas[i] and int((q & p).sum()) > containment * areas[j]
+            j != i and areas[j] < areas[i] and np.count_nonzero(q & p) > containment * areas[j]
             for j, q in enumerate(pieces)
         )
     ]
     for a in leaves:
         for b in leaves:
-            if a < b and int((pieces[a] & pieces[b]).sum()) > 0.1 * min(areas[a], areas[b]):
+            if a < b and np.count_nonzero(pieces[a] & pieces[b]) > 0.1 * min(areas[a], areas[b]):
                 return []
     return leaves
 
@@ -262,7 +262,7 @@ def _snapped(
     ]
     if config.regroup_parts:
         snapped = _regrouped(snapped, leaves, config)
-    area = int(instance.sum())
+    area = np.count_nonzero(instance)
     snapped = [p for p in snapped if _is_part(p.mask, instance, area, config)]
     order = protected_nms(instance, [p.mask for p in snapped], iou_threshold=config.nms_iou)
     return instance, [snapped[i] for i in order]

@@ -158,12 +158,12 @@ def accept_refined(
     coarse: npt.NDArray[np.bool_], refined: npt.NDArray[np.bool_], config: RefineConfig
 ) -> bool:
     """Return whether a refined mask passes the discard rules (area fraction, IoU with coarse)."""
-    area = int(refined.sum())
+    area = np.count_nonzero(refined)
     fraction = area / refined.size
     if area == 0 or not config.min_area_fraction <= fraction <= config.max_area_fraction:
         return False
-    union = int((coarse | refined).sum())
-    return union > 0 and int((coarse & refined).sum()) / union >= config.min_iou
+    union = np.count_nonzero(coarse | refined)
+    return union > 0 and np.count_nonzero(coarse & refined) / union >= config.min_iou
 
 
 def finest_parts(
@@ -174,7 +174,7 @@ def finest_parts(
     Pixels no part covers are 0; `shape` is (H, W) of the frame the parts live in.
     """
     finest = np.zeros(shape, dtype=np.int32)
-    areas = [int(part.sum()) for part in parts]
+    areas = [np.count_nonzero(part) for part in parts]
     for index in sorted(range(len(parts)), key=lambda k: -areas[k]):
         finest[parts[index]] = index + 1
     return finest
@@ -216,15 +216,15 @@ def snap_to_parts(
         finest = finest_parts(parts, mask.shape)
     joins = np.zeros(len(parts) + 1, dtype=bool)
     for index, part in enumerate(parts):
-        area = int(part.sum())
-        joins[index + 1] = area > 0 and int((part & mask).sum()) > min_inside * area
+        area = np.count_nonzero(part)
+        joins[index + 1] = area > 0 and np.count_nonzero(part & mask) > min_inside * area
     if not joins.any():
         return mask
     # each pixel follows its finest part: a coarse region straddling two objects, mostly
     # inside one, must not pull the other object's pixels in where a finer part says otherwise
     out |= joins[finest]
-    union = int((out | mask).sum())
-    if union == 0 or int((out & mask).sum()) / union < min_iou:
+    union = np.count_nonzero(out | mask)
+    if union == 0 or np.count_nonzero(out & mask) / union < min_iou:
         return mask
     snapped: npt.NDArray[np.bool_] = _drop_specks(out)
     return snapped

@@ -40,7 +40,7 @@ def finest_labels(
 ) -> npt.NDArray[np.int32]:
     """Return the (H, W) int32 index of the smallest part covering each pixel (-1: none)."""
     labels = np.full(shape, -1, dtype=np.int32)
-    for index in sorted(range(len(parts)), key=lambda k: -int(parts[k].sum())):
+    for index in sorted(range(len(parts)), key=lambda k: -np.count_nonzero(parts[k])):
         labels[parts[index]] = index
     return labels
 
@@ -134,20 +134,20 @@ def regroup_leaves(
     if len(leaves) < 2 or not parts:
         return moves
     out = [leaf.copy() for leaf in leaves]
-    min_area = [min_keep * int(leaf.sum()) for leaf in leaves]
+    min_area = [min_keep * np.count_nonzero(leaf) for leaf in leaves]
     labels = finest_labels(parts, (leaves[0].shape[0], leaves[0].shape[1]))
     regions = [labels == k for k in range(len(parts))]
     owner = np.full(len(parts), -1, dtype=np.int64)
     for k, region in enumerate(regions):
-        overlaps = [int((region & leaf).sum()) for leaf in out]
+        overlaps = [np.count_nonzero(region & leaf) for leaf in out]
         best = int(np.argmax(overlaps))
-        if overlaps[best] > 0.5 * int(region.sum()):
+        if overlaps[best] > 0.5 * np.count_nonzero(region):
             owner[k] = best
     fill = own_fill(labels, len(parts), radius_fraction)
     shared = attachment(labels, len(parts), fill, bulge_margin).astype(np.float64)
     for _ in range(max_rounds):
         moved = False
-        for k in np.argsort([int(r.sum()) for r in regions]):
+        for k in np.argsort([np.count_nonzero(r) for r in regions]):
             if owner[k] < 0:
                 continue
             per_leaf = np.zeros(len(out))
@@ -158,12 +158,12 @@ def regroup_leaves(
             if target == current or per_leaf[target] <= min_gain * per_leaf[current]:
                 continue
             remaining = out[current] & ~regions[k]
-            if int(remaining.sum()) < min_area[current] or not _connected(remaining):
+            if np.count_nonzero(remaining) < min_area[current] or not _connected(remaining):
                 continue
             logger.debug(
                 "region %d (%d px) moves from leaf %d to %d: boundary %s",
                 k,
-                int(regions[k].sum()),
+                np.count_nonzero(regions[k]),
                 current,
                 target,
                 per_leaf.tolist(),
@@ -192,11 +192,12 @@ def apply_moves(
     round. Pieces no move concerns are returned as they are.
     """
     out = []
+    leaf_areas = [np.count_nonzero(leaf) for leaf in leaves]
     for piece in pieces:
         held = {
             k
-            for k, leaf in enumerate(leaves)
-            if int(leaf.sum()) > 0 and int((leaf & piece).sum()) > containment * int(leaf.sum())
+            for k, (leaf, area) in enumerate(zip(leaves, leaf_areas, strict=True))
+            if area > 0 and np.count_nonzero(leaf & piece) > containment * area
         }
         new = piece
         for region, source, target in moves:
