@@ -6,7 +6,8 @@ trace, and prints per kind (whole / part) recall at IoU 0.5 and 0.8, mean IoU an
 per-stage recall at 0.8 (divide, refined instances, raw conquer regions, final), then part
 recall by size, the granularity order (a part below its whole), masks and seconds per image,
 and the images that needed a fallback (`evaluation.synthetic_quality` defines the figures).
-Seconds are wall time of the pipeline (not the scene generation) in this process.
+Seconds are wall time of the pipeline (not the scene generation) in this process, after one
+untimed warm-up run on the first scene.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def measure_quality(
     from ml_backend.cli.bench_pseudo_label import build_bench_extractor
 
     extractor = build_bench_extractor(features, device=device)
+    if scenes > 0:  # one untimed run first: thread pools, lazy imports and caches start warm
+        pseudo_label_image(_scene(style, seed, size).image, extractor)
     totals = QualityTotals()
     for index in range(scenes):
         scene = _scene(style, seed + index, size)
