@@ -303,7 +303,7 @@ class WholeImageSegmenter:
             if skip and added and position < len(pending):
                 rest = pending[position:]
                 inside = pool.covered(cfg.box_nms_thresh)[rest]
-                skipped += int(inside.sum())
+                skipped += np.count_nonzero(inside)
                 pending = np.concatenate([pending[:position], rest[~inside]])
         return decoded, skipped, False
 
@@ -390,7 +390,7 @@ class WholeImageSegmenter:
             mask = upsample_masks(
                 logits[i : i + 1].float(), original_hw, threshold=self.predictor.mask_threshold
             )
-            area = int(mask.sum())
+            area = np.count_nonzero(mask)
             if area == 0 or area < cfg.min_mask_area_px:
                 continue
             x, y = points[grid_index[i]]

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from core_model.imageio import MAX_IMAGE_PIXELS
 from core_model.serving import MaskPredictor
 from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
@@ -164,7 +166,7 @@ class CvatService:
             granularity,
             len(prompts.points),
             " + box" if prompts.box is not None else "",
-            int(result.masks[0].sum()),
+            np.count_nonzero(result.masks[0]),
             (time.perf_counter() - started) * 1000,
         )
         return reply

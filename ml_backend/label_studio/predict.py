@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from core_model.masks import resize_mask
 from core_model.whole_image import WholeImageConfig, WholeImageSegmenter
 from labeling_pipeline.label_studio.config import (
@@ -203,7 +205,7 @@ def _interactive(
         " + box" if prompts.box else "",
         group.granularity,
         group.granularity_source,
-        int(mask.sum()),
+        np.count_nonzero(mask),
     )
     return prediction([encoded], score=score, model_version=version)
 
