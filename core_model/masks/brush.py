@@ -60,13 +60,14 @@ def _chunk_codes(
 
 
 def _pack(codes: npt.NDArray[np.int64], nbits: npt.NDArray[np.int64]) -> list[int]:
-    """Concatenate right-aligned codes MSB-first and pad like the reference encoder."""
-    positions = np.arange(int(nbits.max()), dtype=np.int64)
-    shifts = nbits[:, None] - 1 - positions[None, :]
-    valid = shifts >= 0
-    bits = ((codes[:, None] >> np.where(valid, shifts, 0)) & 1).astype(np.uint8)[valid]
-    packed = np.packbits(bits)
-    if bits.size % 8 == 0:
+    """Concatenate right-aligned codes (<= 32 bits) MSB-first; pad like the reference encoder."""
+    # left-align every code in a big-endian 32-bit word, unpack the words to bits and keep
+    # the first nbits of each: uint8 work per bit instead of an int64 shift per bit
+    words = (codes.astype(np.uint64) << (np.uint64(32) - nbits.astype(np.uint64))).astype(">u4")
+    bits = np.unpackbits(words.view(np.uint8).reshape(-1, 4), axis=1)
+    stream = bits[np.arange(32)[None, :] < nbits[:, None]]
+    packed = np.packbits(stream)
+    if stream.size % 8 == 0:
         packed = np.r_[packed, np.uint8(0)]
     return packed.tolist()  # type: ignore[no-any-return]
 
