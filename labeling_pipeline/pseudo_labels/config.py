@@ -38,8 +38,8 @@ class PseudoLabelConfig:
         min_region_patches: Smallest conquer region, in patches.
         keep_inside_fraction: A conquer region is kept if more than this share lies inside.
         nms_iou: Mask NMS threshold (parts above it with the instance or a kept part go).
-        split_sigma, split_max_ncut, split_max_cut_weight, split_max_depth,
-        split_min_area_fraction: Splitting of a
+        split_sigma, split_max_ncut, split_max_cut_weight, split_neck_ncut,
+        split_neck_preference, split_max_depth, split_min_area_fraction: Splitting of a
             divide proposal that holds touching objects (`split`; why each value: below).
         conquer_workers: Threads running the conquers of one instance and its pieces.
         snap_to_parts, snap_min_inside: Rebuilding instances from their refined parts.
@@ -75,6 +75,17 @@ class PseudoLabelConfig:
     # Mean weight of the links a split cuts: same-part neighbours link at 0.4-1, so below 0.2 the
     # cut runs mostly along a change of appearance, not across a uniform region.
     split_max_cut_weight: float = 0.2
+    # A cut through strong links is still taken when its normalised cut is at most 0.02: two
+    # sides of at least `split_min_area_fraction` joined by a contact a couple of patches wide
+    # (a hand touching a wall, two objects meeting at a corner) are two bodies, whatever their
+    # colours. Inside one object, pieces that large are rarely joined so narrowly (limbs, stems
+    # and wheels are far smaller), and a compact region's best cut by shape alone is ~0.04-0.07.
+    # On the harder scenes, every cut of at most 0.015 that the weight rule refused lay
+    # between two objects; the first one inside an object came at 0.039.
+    split_neck_ncut: float = 0.02
+    # ... but a seam of appearance is stronger evidence than a shape: a neck wins over the best
+    # seam cut (the weight rule) only when its normalised cut is below half the seam's.
+    split_neck_preference: float = 0.5
     # Three levels give up to eight pieces per proposal: four objects crowded into one proposal
     # can need a third cut (two levels left a flower and the disc it lies on in one piece).
     # Pieces stay above `split_min_area_fraction`, so the extra level does not cut objects

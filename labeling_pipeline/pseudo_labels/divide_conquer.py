@@ -130,6 +130,8 @@ def _divide(
                 sigma=config.split_sigma,
                 max_ncut=config.split_max_ncut,
                 max_cut_weight=config.split_max_cut_weight,
+                neck_ncut=config.split_neck_ncut,
+                neck_preference=config.split_neck_preference,
                 min_patches=min_piece,
                 max_depth=config.split_max_depth,
             )

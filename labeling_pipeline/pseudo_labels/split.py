@@ -11,7 +11,11 @@ between objects rather than through one. The split point is the threshold of the
 average (below `max_cut_weight`: the cut follows a change of appearance; on a local graph even
 a uniform region has a small normalised cut, by its shape alone) and that leaves at least two
 connected pieces of `min_patches` patches (smaller components are left to the parent only); a
-split is kept only when that value is below `max_ncut`. Pieces are split again, down to
+split is kept only when that value is below `max_ncut`. A cut across strong links is a **neck**
+when its normalised cut is at most `neck_ncut`: two large sides joined by a contact a few
+patches wide are two bodies even where they look alike (an arm touching a wall of the same
+colour); a neck is taken instead of the best seam only when it is clearly narrower
+(`choose_cut`). Pieces are split again, down to
 `max_depth`, so the output is a small tree of proposals.
 """
 
@@ -104,6 +108,40 @@ def _connected_sides(
     return pieces
 
 
+def choose_cut(
+    cuts: list[tuple[float, float, npt.NDArray[np.bool_]]],
+    flat: npt.NDArray[np.int64],
+    mask: npt.NDArray[np.bool_],
+    *,
+    max_ncut: float,
+    max_cut_weight: float,
+    min_patches: int,
+    neck_ncut: float,
+    neck_preference: float,
+) -> list[npt.NDArray[np.bool_]]:
+    """Return the pieces of the chosen cut of `_bipartitions` (best first), [] for none.
+
+    A seam (cut links weak on average) is taken unless a neck (a cut at most `neck_ncut`,
+    whatever its links) is clearly narrower: below `neck_preference` x the seam's value.
+    """
+    neck: tuple[float, list[npt.NDArray[np.bool_]]] | None = None
+    for value, mean_weight, chosen in cuts:
+        if value >= max_ncut or (neck is not None and neck_preference * value > neck[0]):
+            break
+        seam = mean_weight < max_cut_weight
+        if not seam and (neck is not None or value > neck_ncut):
+            continue
+        side = np.zeros(mask.size, dtype=bool)
+        side[flat[chosen]] = True
+        pieces = _connected_sides(side.reshape(mask.shape), mask, min_patches)
+        if not pieces:
+            continue
+        if seam:
+            return pieces
+        neck = (value, pieces)
+    return neck[1] if neck is not None else []
+
+
 def split_proposal(
     features: npt.NDArray[np.float32],
     mask: npt.NDArray[np.bool_],
@@ -113,6 +151,8 @@ def split_proposal(
     max_cut_weight: float,
     min_patches: int,
     max_depth: int,
+    neck_ncut: float = 0.0,
+    neck_preference: float = 0.5,
 ) -> list[npt.NDArray[np.bool_]]:
     """Return the tree of sub-proposals of a patch-grid proposal (see the module docstring).
 
@@ -124,6 +164,10 @@ def split_proposal(
         max_cut_weight: ... and the mean weight of the links it cuts is below this.
         min_patches: Least patches on each side of a split.
         max_depth: Levels of splitting.
+        neck_ncut: A cut across strong links is still kept when its normalised cut is at most
+            this (a narrow neck between two large sides; 0: never) ...
+        neck_preference: ... and below this times the normalised cut of the best cut along
+            weak links, which wins otherwise.
 
     Returns:
         (h, w) bool masks of every side of every kept split (not the input mask itself).
@@ -131,17 +175,16 @@ def split_proposal(
     if max_depth <= 0 or int(mask.sum()) < 2 * min_patches:
         return []
     graph, flat = _local_graph(features, mask, sigma)
-    out: list[npt.NDArray[np.bool_]] = []
-    for value, mean_weight, chosen in _bipartitions(graph):
-        if value >= max_ncut:
-            return []
-        if mean_weight >= max_cut_weight:  # a cut across uniform appearance: a shape, not a seam
-            continue
-        side = np.zeros(mask.size, dtype=bool)
-        side[flat[chosen]] = True
-        out = _connected_sides(side.reshape(mask.shape), mask, min_patches)
-        if out:
-            break
+    out = choose_cut(
+        _bipartitions(graph),
+        flat,
+        mask,
+        max_ncut=max_ncut,
+        max_cut_weight=max_cut_weight,
+        min_patches=min_patches,
+        neck_ncut=neck_ncut,
+        neck_preference=neck_preference,
+    )
     if not out:
         return []
     deeper = []
@@ -155,6 +198,8 @@ def split_proposal(
                 max_cut_weight=max_cut_weight,
                 min_patches=min_patches,
                 max_depth=max_depth - 1,
+                neck_ncut=neck_ncut,
+                neck_preference=neck_preference,
             )
         )
     return out + deeper
