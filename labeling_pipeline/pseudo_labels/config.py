@@ -44,7 +44,8 @@ class PseudoLabelConfig:
         conquer_workers: Threads running the conquers of one instance and its pieces.
         snap_to_parts, snap_min_inside: Rebuilding instances from their refined parts.
         regroup_parts, regroup_min_gain, regroup_min_keep, regroup_radius_fraction,
-        regroup_bulge_margin: Moving parts between split leaves by attachment (`regroup`).
+        regroup_bulge_margin, regroup_min_elongation, regroup_end_fraction: Moving parts
+            between split leaves by attachment (`regroup`).
         fallback, fallback_min_area_fraction, fallback_min_contrast: The instance of last
             resort for an image where the divide finds none (`fallback`).
         refine: GrabCut refinement settings.
@@ -134,6 +135,16 @@ class PseudoLabelConfig:
     # are both about a half; an occluder's convex outline leaves it clearly less than the
     # dented part behind it).
     regroup_bulge_margin: float = 0.1
+    # An elongated part (a limb, a stem, a leaf: at least 3x longer than wide, by the standard
+    # deviations of its pixels along and across its major axis) joins its object at an end, a
+    # joint; along its sides it only lies on or under other things. So only its boundary near
+    # its ends counts for it. Petals, wheels, windows, roofs and walls are less elongated and
+    # attach along their whole outline as before. (2.5 and 3 regroup the same; at 4 no limb
+    # qualifies, 2 catches bands that abut along their long sides.)
+    regroup_min_elongation: float = 3.0
+    # ... its ends: the outer 30 % of its half-length on either side of its centre, where a
+    # joint lies (a part drawn over the limb's end cuts it there).
+    regroup_end_fraction: float = 0.3
     # An image whose divide yields no instance still gets one (`fallback`), with the reason in
     # the per-image result: an image without masks teaches nothing.
     fallback: bool = True

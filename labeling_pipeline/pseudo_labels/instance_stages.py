@@ -221,6 +221,8 @@ def _regrouped(
         min_keep=config.regroup_min_keep,
         radius_fraction=config.regroup_radius_fraction,
         bulge_margin=config.regroup_bulge_margin,
+        min_elongation=config.regroup_min_elongation,
+        end_fraction=config.regroup_end_fraction,
     )
     if not moves:
         return parts

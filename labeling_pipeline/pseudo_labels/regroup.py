@@ -12,7 +12,9 @@ no other piece) is a union of conquer parts, so the assignment can be revised pa
   `min_keep` of its area. Attachment is shared boundary where the region does not bulge into
   its neighbour (`attachment`): a part belongs to the object it is attached to along most of
   its outline (parts of one object abut each other), while an occluder lying on another
-  object touches it with its own convex outline, which says nothing about where it belongs;
+  object touches it with its own convex outline, which says nothing about where it belongs.
+  An elongated region (a limb, a stem) is attached at its ends only (`end_zones`): it joins
+  its object at a joint, and along its sides it merely lies on or under other things;
 - moves repeat until none is left (at most `max_rounds` rounds).
 
 Every piece of the split tree follows the moves of the leaves it holds, so the whole
@@ -73,15 +75,48 @@ def own_fill(
     return out
 
 
+def end_zones(
+    labels: npt.NDArray[np.int32], count: int, min_elongation: float, end_fraction: float
+) -> npt.NDArray[np.bool_]:
+    """Return (H, W) bool: the pixels whose boundary can attach their region to another.
+
+    An elongated region (standard deviation along its major axis at least `min_elongation`
+    times the minor one: a limb, a stem) attaches at its ends only, the outer `end_fraction` of
+    its half-length on either side of its centre; every pixel of any other region counts.
+    """
+    out = labels >= 0
+    if min_elongation <= 0:
+        return out
+    for k in range(count):
+        rows, cols = np.nonzero(labels == k)
+        if rows.size < 10:
+            continue
+        points = np.stack([rows, cols], axis=1).astype(np.float64)
+        points -= points.mean(axis=0)
+        values, vectors = np.linalg.eigh(points.T @ points / rows.size)
+        if values[0] <= 0 or values[1] < min_elongation**2 * values[0]:
+            continue
+        along = points @ vectors[:, 1]
+        reach = float(np.abs(along).max())
+        middle = np.abs(along) < (1.0 - end_fraction) * reach
+        out[rows[middle], cols[middle]] = False
+    return out
+
+
 def attachment(
-    labels: npt.NDArray[np.int32], count: int, fill: npt.NDArray[np.float32], margin: float
+    labels: npt.NDArray[np.int32],
+    count: int,
+    fill: npt.NDArray[np.float32],
+    margin: float,
+    ends: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Return (count, count): [p, q] = neighbour pixel pairs of p and q where p does not bulge.
 
     A pair counts for p unless the disc share `fill` (`own_fill`) at p's pixel is lower than at
     q's by more than `margin`: then the boundary is p's own convex outline lying on q (an
     occluder's outline says nothing about which object it belongs to); a straight boundary,
-    or q bulging into p, counts.
+    or q bulging into p, counts. With `ends` ((H, W) bool, `end_zones`), a pair counts for p
+    only at p's pixels marked there.
     """
     out = np.zeros((count, count), dtype=np.int64)
     for dy, dx in _OFFSETS:
@@ -91,8 +126,11 @@ def attachment(
         fb = fill[dy:, dx:]
         pair = (a >= 0) & (b >= 0) & (a != b)
         first = pair & (fa >= fb - margin)
-        np.add.at(out, (a[first], b[first]), 1)
         second = pair & (fb >= fa - margin)
+        if ends is not None:
+            first &= ends[: labels.shape[0] - dy, : labels.shape[1] - dx]
+            second &= ends[dy:, dx:]
+        np.add.at(out, (a[first], b[first]), 1)
         np.add.at(out, (b[second], a[second]), 1)
     return out
 
@@ -114,6 +152,8 @@ def regroup_leaves(
     radius_fraction: float,
     bulge_margin: float,
     max_rounds: int = 4,
+    min_elongation: float = 0.0,
+    end_fraction: float = 0.3,
 ) -> list[Move]:
     """Return the moves of whole parts between split leaves to the leaf most attached to.
 
@@ -126,6 +166,9 @@ def regroup_leaves(
         radius_fraction: Disc radius of the bulge test (`own_fill`), x sqrt(region area).
         bulge_margin: Margin of the bulge test (`attachment`).
         max_rounds: Passes over the regions.
+        min_elongation: Regions at least this elongated attach at their ends only
+            (`end_zones`; 0: every region along its whole outline).
+        end_fraction: The ends' share of the half-length (`end_zones`).
 
     Returns:
         The moves in order: (region (H, W) bool, leaf it left, leaf it joined).
@@ -144,7 +187,8 @@ def regroup_leaves(
         if overlaps[best] > 0.5 * np.count_nonzero(region):
             owner[k] = best
     fill = own_fill(labels, len(parts), radius_fraction)
-    shared = attachment(labels, len(parts), fill, bulge_margin).astype(np.float64)
+    ends = end_zones(labels, len(parts), min_elongation, end_fraction)
+    shared = attachment(labels, len(parts), fill, bulge_margin, ends).astype(np.float64)
     for _ in range(max_rounds):
         moved = False
         for k in np.argsort([np.count_nonzero(r) for r in regions]):

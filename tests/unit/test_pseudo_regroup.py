@@ -10,6 +10,7 @@ from labeling_pipeline.pseudo_labels.regroup import (
     Move,
     apply_moves,
     attachment,
+    end_zones,
     finest_labels,
     own_fill,
     regroup_leaves,
@@ -85,3 +86,29 @@ def test_a_move_that_would_cut_a_leaf_in_two_is_not_made() -> None:
     leaves = [left | bridge | right, top | bottom]
     moves = regroup(leaves, [left, bridge, right, top, bottom])
     assert all(not np.array_equal(region, bridge) for region, _, _ in moves)
+
+
+def limb_scene() -> tuple[Mask, Mask, Mask]:
+    """A torso, a limb (5 x 70 px) from its side, and an object under the limb's middle."""
+    shape = (60, 100)
+    torso = rect(15, 45, 5, 25, shape)
+    limb = rect(26, 31, 25, 95, shape)
+    other = rect(31, 58, 40, 75, shape)
+    return torso, limb, other
+
+
+def test_an_elongated_region_attaches_only_at_its_ends() -> None:
+    torso, limb, other = limb_scene()
+    labels = finest_labels([torso, limb, other], torso.shape)
+    ends = end_zones(labels, 3, min_elongation=3.0, end_fraction=0.3)
+    row = ends[28]
+    assert row[25:35].all() and row[86:95].all()  # both ends of the limb
+    assert not row[40:80].any()  # its middle, where it lies on the other object
+    assert ends[torso].all() and ends[other].all()  # compact regions keep their whole outline
+    assert np.array_equal(end_zones(labels, 3, min_elongation=0.0, end_fraction=0.3), labels >= 0)
+    flat = np.full(labels.shape, 0.5, np.float32)  # no bulging anywhere: only the ends decide
+    sides = attachment(labels, 3, flat, 0.1)
+    joints = attachment(labels, 3, flat, 0.1, ends)
+    assert sides[1, 2] > 2 * sides[1, 0] > 0  # along its length the limb touches the other most
+    assert joints[1, 2] == 0 and joints[1, 0] == sides[1, 0]  # at its ends only the torso
+    assert joints[2, 1] == sides[2, 1]  # the other object's own boundary still counts
