@@ -46,7 +46,11 @@ from labeling_pipeline.pseudo_labels.scaling import (
     upscale_framed,
     working_size,
 )
-from labeling_pipeline.pseudo_labels.split import join_adjacent_pieces, split_proposal
+from labeling_pipeline.pseudo_labels.split import (
+    SplitRules,
+    join_adjacent_pieces,
+    split_proposal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -118,23 +122,20 @@ def _divide(
         patch_px = features.patch_size * height / features.resized_hw[0]
         band = max(band, round(config.refine.band_patches * patch_px))
         units = features.normalised().reshape(*features.grid_hw, -1)
-        min_piece = max(
-            config.ncut.min_patches,
-            round(config.split_min_area_fraction * units.shape[0] * units.shape[1]),
+        rules = SplitRules(
+            sigma=config.split_sigma,
+            max_ncut=config.split_max_ncut,
+            max_cut_weight=config.split_max_cut_weight,
+            min_patches=max(
+                config.ncut.min_patches,
+                round(config.split_min_area_fraction * units.shape[0] * units.shape[1]),
+            ),
+            neck_ncut=config.split_neck_ncut,
+            neck_preference=config.split_neck_preference,
         )
         for cut in discover_instances(features, config.ncut):
             mask = grid_to_image(cut.mask, height, width)
-            pieces = split_proposal(
-                units,
-                cut.mask,
-                sigma=config.split_sigma,
-                max_ncut=config.split_max_ncut,
-                max_cut_weight=config.split_max_cut_weight,
-                neck_ncut=config.split_neck_ncut,
-                neck_preference=config.split_neck_preference,
-                min_patches=min_piece,
-                max_depth=config.split_max_depth,
-            )
+            pieces = split_proposal(units, cut.mask, rules, config.split_max_depth)
             found.append(Candidate(mask, cut.score, "ncut", band))
             for piece in pieces:
                 found.append(

@@ -21,6 +21,8 @@ colour); a neck is taken instead of the best seam only when it is clearly narrow
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage, sparse
@@ -108,32 +110,53 @@ def _connected_sides(
     return pieces
 
 
+@dataclass(frozen=True)
+class SplitRules:
+    """When a proposal is split (module docstring; the values come from `PseudoLabelConfig`).
+
+    Attributes:
+        sigma: Affinity scale of ``1 - cos`` between neighbour patches.
+        max_ncut: Keep a split only when its normalised cut is below this.
+        max_cut_weight: ... and the mean weight of the links it cuts is below this (a seam) ...
+        min_patches: ... leaving at least two connected pieces of this many patches.
+        neck_ncut: A cut across strong links is still kept when its normalised cut is at most
+            this (a narrow neck between two large sides; 0: never) ...
+        neck_preference: ... and below this times the normalised cut of the best seam, which
+            wins otherwise.
+    """
+
+    sigma: float
+    max_ncut: float
+    max_cut_weight: float
+    min_patches: int
+    neck_ncut: float = 0.0
+    neck_preference: float = 0.5
+
+
 def choose_cut(
     cuts: list[tuple[float, float, npt.NDArray[np.bool_]]],
     flat: npt.NDArray[np.int64],
     mask: npt.NDArray[np.bool_],
-    *,
-    max_ncut: float,
-    max_cut_weight: float,
-    min_patches: int,
-    neck_ncut: float,
-    neck_preference: float,
+    rules: SplitRules,
 ) -> list[npt.NDArray[np.bool_]]:
     """Return the pieces of the chosen cut of `_bipartitions` (best first), [] for none.
 
     A seam (cut links weak on average) is taken unless a neck (a cut at most `neck_ncut`,
     whatever its links) is clearly narrower: below `neck_preference` x the seam's value.
+    `flat` holds the grid indices of the mask's patches, in the order of the cuts' sides.
     """
     neck: tuple[float, list[npt.NDArray[np.bool_]]] | None = None
     for value, mean_weight, chosen in cuts:
-        if value >= max_ncut or (neck is not None and neck_preference * value > neck[0]):
+        if value >= rules.max_ncut or (
+            neck is not None and rules.neck_preference * value > neck[0]
+        ):
             break
-        seam = mean_weight < max_cut_weight
-        if not seam and (neck is not None or value > neck_ncut):
+        seam = mean_weight < rules.max_cut_weight
+        if not seam and (neck is not None or value > rules.neck_ncut):
             continue
         side = np.zeros(mask.size, dtype=bool)
         side[flat[chosen]] = True
-        pieces = _connected_sides(side.reshape(mask.shape), mask, min_patches)
+        pieces = _connected_sides(side.reshape(mask.shape), mask, rules.min_patches)
         if not pieces:
             continue
         if seam:
@@ -145,63 +168,29 @@ def choose_cut(
 def split_proposal(
     features: npt.NDArray[np.float32],
     mask: npt.NDArray[np.bool_],
-    *,
-    sigma: float,
-    max_ncut: float,
-    max_cut_weight: float,
-    min_patches: int,
+    rules: SplitRules,
     max_depth: int,
-    neck_ncut: float = 0.0,
-    neck_preference: float = 0.5,
 ) -> list[npt.NDArray[np.bool_]]:
     """Return the tree of sub-proposals of a patch-grid proposal (see the module docstring).
 
     Args:
         features: (h, w, C) float32 unit-norm patch features.
         mask: (h, w) bool proposal on the patch grid.
-        sigma: Affinity scale of ``1 - cos`` between neighbour patches.
-        max_ncut: Keep a split only when its normalised cut is below this.
-        max_cut_weight: ... and the mean weight of the links it cuts is below this.
-        min_patches: Least patches on each side of a split.
+        rules: When a split is kept.
         max_depth: Levels of splitting.
-        neck_ncut: A cut across strong links is still kept when its normalised cut is at most
-            this (a narrow neck between two large sides; 0: never) ...
-        neck_preference: ... and below this times the normalised cut of the best cut along
-            weak links, which wins otherwise.
 
     Returns:
         (h, w) bool masks of every side of every kept split (not the input mask itself).
     """
-    if max_depth <= 0 or int(mask.sum()) < 2 * min_patches:
+    if max_depth <= 0 or int(mask.sum()) < 2 * rules.min_patches:
         return []
-    graph, flat = _local_graph(features, mask, sigma)
-    out = choose_cut(
-        _bipartitions(graph),
-        flat,
-        mask,
-        max_ncut=max_ncut,
-        max_cut_weight=max_cut_weight,
-        min_patches=min_patches,
-        neck_ncut=neck_ncut,
-        neck_preference=neck_preference,
-    )
+    graph, flat = _local_graph(features, mask, rules.sigma)
+    out = choose_cut(_bipartitions(graph), flat, mask, rules)
     if not out:
         return []
     deeper = []
     for piece in out:
-        deeper.extend(
-            split_proposal(
-                features,
-                piece,
-                sigma=sigma,
-                max_ncut=max_ncut,
-                max_cut_weight=max_cut_weight,
-                min_patches=min_patches,
-                max_depth=max_depth - 1,
-                neck_ncut=neck_ncut,
-                neck_preference=neck_preference,
-            )
-        )
+        deeper.extend(split_proposal(features, piece, rules, max_depth - 1))
     return out + deeper
 
 
