@@ -139,8 +139,9 @@ class PseudoLabelConfig:
     # deviations of its pixels along and across its major axis) joins its object at an end, a
     # joint; along its sides it only lies on or under other things. So only its boundary near
     # its ends counts for it. Petals, wheels, windows, roofs and walls are less elongated and
-    # attach along their whole outline as before. (2.5 and 3 regroup the same; at 4 no limb
-    # qualifies, 2 catches bands that abut along their long sides.)
+    # attach along their whole outline as before. (On the harder scenes 2.5 and 3 give the same
+    # wholes; 4 gives those without the rule; 2 is worse, as bands that abut along their long
+    # sides are less attached.)
     regroup_min_elongation: float = 3.0
     # ... its ends: the outer 30 % of its half-length on either side of its centre, where a
     # joint lies (a part drawn over the limb's end cuts it there).

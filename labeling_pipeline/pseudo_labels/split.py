@@ -15,8 +15,8 @@ split is kept only when that value is below `max_ncut`. A cut across strong link
 when its normalised cut is at most `neck_ncut`: two large sides joined by a contact a few
 patches wide are two bodies even where they look alike (an arm touching a wall of the same
 colour); a neck is taken instead of the best seam only when it is clearly narrower
-(`choose_cut`). Pieces are split again, down to
-`max_depth`, so the output is a small tree of proposals.
+(`choose_cut`). Pieces are split again, down to `max_depth`, so the output is a small tree of
+proposals.
 """
 
 from __future__ import annotations
