@@ -223,6 +223,7 @@ def _regrouped(
         bulge_margin=config.regroup_bulge_margin,
         min_elongation=config.regroup_min_elongation,
         end_fraction=config.regroup_end_fraction,
+        group_moves=config.regroup_group_moves,
     )
     if not moves:
         return parts

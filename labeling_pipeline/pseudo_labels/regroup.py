@@ -15,7 +15,10 @@ no other piece) is a union of conquer parts, so the assignment can be revised pa
   object touches it with its own convex outline, which says nothing about where it belongs.
   An elongated region (a limb, a stem) is attached at its ends only (`end_zones`): it joins
   its object at a joint, and along its sides it merely lies on or under other things;
-- moves repeat until none is left (at most `max_rounds` rounds).
+- moves repeat until none is left (at most `max_rounds` rounds);
+- then groups of touching regions of one leaf that together are more attached to another leaf
+  move there (`attached_group`): parts put on the wrong side together hold on to each other,
+  so no single one of them would move.
 
 Every piece of the split tree follows the moves of the leaves it holds, so the whole
 hypotheses stay one consistent partition of the proposal.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -143,6 +147,16 @@ def _connected(mask: npt.NDArray[np.bool_]) -> bool:
 Move = tuple[npt.NDArray[np.bool_], int, int]  # (region (H, W) bool, from leaf, to leaf)
 
 
+class _Assignment(NamedTuple):
+    """Regions and their leaves while moves are made (`leaves` and `owner` change in place)."""
+
+    leaves: list[npt.NDArray[np.bool_]]  # (H, W) bool, the current leaves
+    regions: list[npt.NDArray[np.bool_]]  # (H, W) bool, each pixel's finest part
+    owner: npt.NDArray[np.int64]  # (regions,) leaf index, -1: none
+    shared: npt.NDArray[np.float64]  # (regions, regions) `attachment`
+    min_area: list[float]  # least area each leaf keeps
+
+
 def regroup_leaves(
     leaves: Sequence[npt.NDArray[np.bool_]],
     parts: Sequence[npt.NDArray[np.bool_]],
@@ -154,6 +168,7 @@ def regroup_leaves(
     max_rounds: int = 4,
     min_elongation: float = 0.0,
     end_fraction: float = 0.3,
+    group_moves: bool = False,
 ) -> list[Move]:
     """Return the moves of whole parts between split leaves to the leaf most attached to.
 
@@ -169,6 +184,8 @@ def regroup_leaves(
         min_elongation: Regions at least this elongated attach at their ends only
             (`end_zones`; 0: every region along its whole outline).
         end_fraction: The ends' share of the half-length (`end_zones`).
+        group_moves: After single regions, move groups of touching regions of a leaf that
+            together are more attached to another leaf (`attached_group`).
 
     Returns:
         The moves in order: (region (H, W) bool, leaf it left, leaf it joined).
@@ -189,6 +206,17 @@ def regroup_leaves(
     fill = own_fill(labels, len(parts), radius_fraction)
     ends = end_zones(labels, len(parts), min_elongation, end_fraction)
     shared = attachment(labels, len(parts), fill, bulge_margin, ends).astype(np.float64)
+    state = _Assignment(out, regions, owner, shared, min_area)
+    moves = _single_moves(state, min_gain, max_rounds)
+    if group_moves:
+        moves += _group_moves(state, min_gain, max_rounds)
+    return moves
+
+
+def _single_moves(state: _Assignment, min_gain: float, max_rounds: int) -> list[Move]:
+    """Move single regions to the leaf they are most attached to (updates `state`)."""
+    out, regions, owner, shared, min_area = state
+    moves: list[Move] = []
     for _ in range(max_rounds):
         moved = False
         for k in np.argsort([np.count_nonzero(r) for r in regions]):
@@ -220,6 +248,106 @@ def regroup_leaves(
         if not moved:
             break
     return moves
+
+
+def _group_moves(state: _Assignment, min_gain: float, max_rounds: int) -> list[Move]:
+    """Move groups of touching regions that together belong to another leaf (updates `state`).
+
+    A group moves when its boundary with the other leaf exceeds `min_gain` times its boundary
+    with the rest of its own (`attached_group`), counting a boundary from both sides: a
+    straight one twice, an occluder's convex outline once, for the dented side. Parts that the
+    split put together on the wrong side hold on to each other, so no single one of them moves.
+    """
+    out, regions, owner, shared, min_area = state
+    moves: list[Move] = []
+    sizes = np.array([np.count_nonzero(r) for r in regions], dtype=np.float64)
+    both = shared + shared.T  # a boundary counts from each side that counts it
+    for _ in range(max_rounds):
+        moved = False
+        for current in range(len(out)):
+            for target in range(len(out)):
+                members = np.flatnonzero(owner == current)
+                if target == current or members.size < 2:
+                    continue
+                others = np.flatnonzero(owner == target)
+                toward = both[np.ix_(members, others)].sum(axis=1)
+                spare = np.count_nonzero(out[current]) - min_area[current]
+                group, ratio = attached_group(
+                    both[np.ix_(members, members)], toward, sizes[members], spare
+                )
+                if group.size < 2 or ratio <= min_gain:
+                    continue
+                chosen = np.zeros(out[current].shape, dtype=bool)
+                for k in members[group]:
+                    chosen |= regions[k]
+                remaining = out[current] & ~chosen
+                if not _connected(remaining):
+                    continue
+                logger.debug(
+                    "regions %s move from leaf %d to %d (%.2f)",
+                    members[group].tolist(),
+                    current,
+                    target,
+                    ratio,
+                )
+                out[current] = remaining
+                out[target] = out[target] | chosen
+                for k in members[group]:
+                    owner[k] = target
+                    moves.append((regions[k], current, target))
+                moved = True
+        if not moved:
+            break
+    return moves
+
+
+def attached_group(
+    inner: npt.NDArray[np.float64],
+    toward: npt.NDArray[np.float64],
+    sizes: npt.NDArray[np.float64],
+    max_area: float,
+) -> tuple[npt.NDArray[np.int64], float]:
+    """Return (indices, ratio): the touching regions most attached elsewhere, as a group.
+
+    Args:
+        inner: (n, n) attachment among a leaf's regions ([p, q]: counted for p).
+        toward: (n,) attachment of each region to another leaf.
+        sizes: (n,) region areas in pixels.
+        max_area: Largest area the group may take from the leaf.
+
+    The group is grown greedily from every region attached to the other leaf, adding the
+    touching region that keeps ``attachment to the other leaf / attachment to the rest of the
+    leaf`` highest, up to `max_area`; the best group seen is returned (ratio 0: none).
+    """
+    best: tuple[npt.NDArray[np.int64], float] = (np.zeros(0, dtype=np.int64), 0.0)
+    touching = (inner + inner.T) > 0
+    for seed in np.flatnonzero(toward > 0):
+        inside = np.zeros(toward.size, dtype=bool)
+        inside[seed] = True
+        while True:
+            if sizes[inside].sum() > max_area:
+                break
+            outside = inner[inside][:, ~inside].sum()
+            ratio = toward[inside].sum() / outside if outside > 0 else float("inf")
+            if inside.sum() >= 2 and ratio > best[1]:
+                best = (np.flatnonzero(inside), ratio)
+            grow = touching[inside].any(axis=0) & ~inside
+            if not grow.any():
+                break
+            # for each candidate j: the group's outside attachment without j's links, plus j's own
+            # links to the regions left outside
+            left = ~inside
+            gained = (
+                outside
+                - inner[inside].sum(axis=0)
+                + (inner * left[None, :]).sum(axis=1)
+                - np.diag(inner) * left
+            )
+            score = np.where(
+                grow, (toward[inside].sum() + toward) / np.maximum(gained, 1e-9), -np.inf
+            )
+            inside[int(np.argmax(score))] = True
+    return best
 
 
 def apply_moves(

@@ -9,6 +9,7 @@ import numpy.typing as npt
 from labeling_pipeline.pseudo_labels.regroup import (
     Move,
     apply_moves,
+    attached_group,
     attachment,
     end_zones,
     finest_labels,
@@ -112,3 +113,28 @@ def test_an_elongated_region_attaches_only_at_its_ends() -> None:
     assert sides[1, 2] > 2 * sides[1, 0] > 0  # along its length the limb touches the other most
     assert joints[1, 2] == 0 and joints[1, 0] == sides[1, 0]  # at its ends only the torso
     assert joints[2, 1] == sides[2, 1]  # the other object's own boundary still counts
+
+
+def test_parts_on_the_wrong_side_together_move_as_a_group() -> None:
+    wall = rect(20, 50, 5, 45)
+    left_roof, right_roof = rect(5, 20, 5, 25), rect(5, 20, 25, 45)  # both sit on the wall
+    other = rect(5, 50, 46, 90)  # touches the right half along its 15 px side
+    leaves = [wall, left_roof | right_roof | other]
+    parts = [wall, left_roof, right_roof, other]
+    settings = {"min_gain": 1.5, "min_keep": 0.5, "radius_fraction": 0.35, "bulge_margin": 0.1}
+    # each half is held by the other half (and the neighbour): no single move
+    assert regroup_leaves(leaves, parts, **settings) == []
+    moves = regroup_leaves(leaves, parts, group_moves=True, **settings)
+    assert sorted((int(r.sum()), s, t) for r, s, t in moves) == [(300, 1, 0), (300, 1, 0)]
+
+
+def test_attached_group_grows_over_touching_regions_only() -> None:
+    # regions 0-1 touch each other and the rest (2) a little, lean on another leaf together;
+    # region 3 leans there too but touches none of them
+    inner = np.array([[0, 30, 5, 0], [30, 0, 5, 0], [5, 5, 0, 0], [0, 0, 0, 0]], float)
+    toward = np.array([20.0, 20.0, 0.0, 50.0])
+    sizes = np.full(4, 100.0)
+    group, ratio = attached_group(inner, toward, sizes, max_area=250.0)
+    assert group.tolist() == [0, 1] and ratio == 4.0  # 40 toward the other leaf / 10 to region 2
+    group, ratio = attached_group(inner, toward, sizes, max_area=150.0)
+    assert group.size == 0 and ratio == 0.0  # no group of two fits
