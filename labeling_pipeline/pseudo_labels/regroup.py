@@ -213,6 +213,18 @@ def regroup_leaves(
     return moves
 
 
+def _move(
+    state: _Assignment, members: list[int], target: int, remaining: npt.NDArray[np.bool_]
+) -> list[Move]:
+    """Move regions of one leaf to leaf `target`; the leaf keeps `remaining` ((H, W) bool)."""
+    current = int(state.owner[members[0]])
+    state.leaves[current] = remaining
+    for k in members:
+        state.leaves[target] = state.leaves[target] | state.regions[k]
+        state.owner[k] = target
+    return [(state.regions[k], current, target) for k in members]
+
+
 def _single_moves(state: _Assignment, min_gain: float, max_rounds: int) -> list[Move]:
     """Move single regions to the leaf they are most attached to (updates `state`)."""
     out, regions, owner, shared, min_area = state
@@ -240,10 +252,7 @@ def _single_moves(state: _Assignment, min_gain: float, max_rounds: int) -> list[
                 target,
                 per_leaf.tolist(),
             )
-            out[current] = remaining
-            out[target] = out[target] | regions[k]
-            owner[k] = target
-            moves.append((regions[k], current, target))
+            moves += _move(state, [int(k)], target, remaining)
             moved = True
         if not moved:
             break
@@ -290,11 +299,7 @@ def _group_moves(state: _Assignment, min_gain: float, max_rounds: int) -> list[M
                     target,
                     ratio,
                 )
-                out[current] = remaining
-                out[target] = out[target] | chosen
-                for k in members[group]:
-                    owner[k] = target
-                    moves.append((regions[k], current, target))
+                moves += _move(state, members[group].tolist(), target, remaining)
                 moved = True
         if not moved:
             break
