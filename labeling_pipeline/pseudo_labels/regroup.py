@@ -339,17 +339,17 @@ def attached_group(
             grow = touching[inside].any(axis=0) & ~inside
             if not grow.any():
                 break
-            # for each candidate j: the group's outside attachment without j's links, plus j's own
-            # links to the regions left outside
+            # the group's outside attachment once j joins: without the group's links to j, plus
+            # j's own links to the regions still outside
             left = ~inside
-            gained = (
+            outside_with = (
                 outside
                 - inner[inside].sum(axis=0)
                 + (inner * left[None, :]).sum(axis=1)
                 - np.diag(inner) * left
             )
             score = np.where(
-                grow, (toward[inside].sum() + toward) / np.maximum(gained, 1e-9), -np.inf
+                grow, (toward[inside].sum() + toward) / np.maximum(outside_with, 1e-9), -np.inf
             )
             inside[int(np.argmax(score))] = True
     return best
