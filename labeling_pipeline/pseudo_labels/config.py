@@ -182,10 +182,16 @@ class PseudoLabelConfig:
             "containment_threshold",
             "keep_inside_fraction",
             "nms_iou",
+            "split_neck_preference",
+            "regroup_end_fraction",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise PseudoLabelConfigError(f"{name} must be in [0, 1], got {value}")
+        for name in ("split_neck_ncut", "regroup_min_elongation"):
+            value = getattr(self, name)
+            if not value >= 0.0:  # NaN fails too
+                raise PseudoLabelConfigError(f"{name} must be >= 0, got {value}")
         if not self.merge_thresholds or self.min_region_patches < 1:
             raise PseudoLabelConfigError(
                 "need at least one merge threshold and min_region_patches >= 1"

@@ -111,6 +111,12 @@ def test_config_round_trip_and_errors() -> None:
         PseudoLabelConfig.from_mapping({"ncut": {"bogus": 1}})
     with pytest.raises(PseudoLabelConfigError, match="nms_iou"):
         PseudoLabelConfig(nms_iou=1.5)
+    with pytest.raises(PseudoLabelConfigError, match="regroup_end_fraction"):
+        PseudoLabelConfig.from_mapping({"regroup_end_fraction": 1.5})
+    with pytest.raises(PseudoLabelConfigError, match="split_neck_ncut"):
+        PseudoLabelConfig.from_mapping({"split_neck_ncut": float("nan")})
+    with pytest.raises(PseudoLabelConfigError, match="regroup_min_elongation"):
+        PseudoLabelConfig(regroup_min_elongation=-1.0)
 
 
 def test_grabcut_snaps_a_blocky_mask_to_the_object() -> None:
