@@ -224,6 +224,9 @@ def _regrouped(
         min_elongation=config.regroup_min_elongation,
         end_fraction=config.regroup_end_fraction,
         group_moves=config.regroup_group_moves,
+        convex_ties=config.regroup_convex_ties,
+        tie_ratio=config.regroup_tie_ratio,
+        carry_fraction=config.regroup_carry_fraction,
     )
     if not moves:
         return parts

@@ -18,7 +18,9 @@ no other piece) is a union of conquer parts, so the assignment can be revised pa
 - moves repeat until none is left (at most `max_rounds` rounds);
 - then groups of touching regions of one leaf that together are more attached to another leaf
   move there (`attached_group`): parts put on the wrong side together hold on to each other,
-  so no single one of them would move.
+  so no single one of them would move;
+- last, a region at least as attached to another leaf as to its own, which no rule above
+  moved, moves there when that makes the two leaves more convex (`regroup_convex`).
 
 Every piece of the split tree follows the moves of the leaves it holds, so the whole
 hypotheses stay one consistent partition of the proposal.
@@ -28,12 +30,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import cv2
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
+
+from labeling_pipeline.pseudo_labels.regroup_convex import convex_tie_moves
+from labeling_pipeline.pseudo_labels.regroup_state import (
+    Assignment,
+    Move,
+    connected,
+    move_regions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -139,24 +147,6 @@ def attachment(
     return out
 
 
-def _connected(mask: npt.NDArray[np.bool_]) -> bool:
-    _, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    return int(count) <= 1
-
-
-Move = tuple[npt.NDArray[np.bool_], int, int]  # (region (H, W) bool, from leaf, to leaf)
-
-
-class _Assignment(NamedTuple):
-    """Regions and their leaves while moves are made (`leaves` and `owner` change in place)."""
-
-    leaves: list[npt.NDArray[np.bool_]]  # (H, W) bool, the current leaves
-    regions: list[npt.NDArray[np.bool_]]  # (H, W) bool, each pixel's finest part
-    owner: npt.NDArray[np.int64]  # (regions,) leaf index, -1: none
-    shared: npt.NDArray[np.float64]  # (regions, regions) `attachment`
-    min_area: list[float]  # least area each leaf keeps
-
-
 def regroup_leaves(
     leaves: Sequence[npt.NDArray[np.bool_]],
     parts: Sequence[npt.NDArray[np.bool_]],
@@ -169,6 +159,9 @@ def regroup_leaves(
     min_elongation: float = 0.0,
     end_fraction: float = 0.3,
     group_moves: bool = False,
+    convex_ties: bool = False,
+    tie_ratio: float = 1.0,
+    carry_fraction: float = 0.25,
 ) -> list[Move]:
     """Return the moves of whole parts between split leaves to the leaf most attached to.
 
@@ -186,6 +179,11 @@ def regroup_leaves(
         end_fraction: The ends' share of the half-length (`end_zones`).
         group_moves: After single regions, move groups of touching regions of a leaf that
             together are more attached to another leaf (`attached_group`).
+        convex_ties: Last, move regions about as attached to another leaf where that makes
+            the two leaves more convex (`regroup_convex`).
+        tie_ratio: Least attachment to the other leaf, x that to its own, for a convexity move.
+        carry_fraction: A convexity move carries along what it cuts off its leaf up to this
+            share of the region's area.
 
     Returns:
         The moves in order: (region (H, W) bool, leaf it left, leaf it joined).
@@ -206,43 +204,31 @@ def regroup_leaves(
     fill = own_fill(labels, len(parts), radius_fraction)
     ends = end_zones(labels, len(parts), min_elongation, end_fraction)
     shared = attachment(labels, len(parts), fill, bulge_margin, ends).astype(np.float64)
-    state = _Assignment(out, regions, owner, shared, min_area)
+    state = Assignment(out, regions, owner, shared, min_area)
     moves = _single_moves(state, min_gain, max_rounds)
     if group_moves:
         moves += _group_moves(state, min_gain, max_rounds)
+    if convex_ties:
+        moves += convex_tie_moves(state, tie_ratio, carry_fraction, max_rounds)
     return moves
 
 
-def _move(
-    state: _Assignment, members: list[int], target: int, remaining: npt.NDArray[np.bool_]
-) -> list[Move]:
-    """Move regions of one leaf to leaf `target`; the leaf keeps `remaining` ((H, W) bool)."""
-    current = int(state.owner[members[0]])
-    state.leaves[current] = remaining
-    for k in members:
-        state.leaves[target] = state.leaves[target] | state.regions[k]
-        state.owner[k] = target
-    return [(state.regions[k], current, target) for k in members]
-
-
-def _single_moves(state: _Assignment, min_gain: float, max_rounds: int) -> list[Move]:
+def _single_moves(state: Assignment, min_gain: float, max_rounds: int) -> list[Move]:
     """Move single regions to the leaf they are most attached to (updates `state`)."""
-    out, regions, owner, shared, min_area = state
+    out, regions, owner, _, min_area = state
     moves: list[Move] = []
     for _ in range(max_rounds):
         moved = False
         for k in np.argsort([np.count_nonzero(r) for r in regions]):
             if owner[k] < 0:
                 continue
-            per_leaf = np.zeros(len(out))
-            known = owner >= 0
-            np.add.at(per_leaf, owner[known], shared[k, known])
+            per_leaf = state.attachment_per_leaf(int(k))
             target = int(np.argmax(per_leaf))
             current = int(owner[k])
             if target == current or per_leaf[target] <= min_gain * per_leaf[current]:
                 continue
             remaining = out[current] & ~regions[k]
-            if np.count_nonzero(remaining) < min_area[current] or not _connected(remaining):
+            if np.count_nonzero(remaining) < min_area[current] or not connected(remaining):
                 continue
             logger.debug(
                 "region %d (%d px) moves from leaf %d to %d: boundary %s",
@@ -252,14 +238,14 @@ def _single_moves(state: _Assignment, min_gain: float, max_rounds: int) -> list[
                 target,
                 per_leaf.tolist(),
             )
-            moves += _move(state, [int(k)], target, remaining)
+            moves += move_regions(state, [int(k)], target, remaining)
             moved = True
         if not moved:
             break
     return moves
 
 
-def _group_moves(state: _Assignment, min_gain: float, max_rounds: int) -> list[Move]:
+def _group_moves(state: Assignment, min_gain: float, max_rounds: int) -> list[Move]:
     """Move groups of touching regions that together belong to another leaf (updates `state`).
 
     A group moves when its boundary with the other leaf exceeds `min_gain` times its boundary
@@ -290,7 +276,7 @@ def _group_moves(state: _Assignment, min_gain: float, max_rounds: int) -> list[M
                 for k in members[group]:
                     chosen |= regions[k]
                 remaining = out[current] & ~chosen
-                if not _connected(remaining):
+                if not connected(remaining):
                     continue
                 logger.debug(
                     "regions %s move from leaf %d to %d (%.2f)",
@@ -299,7 +285,7 @@ def _group_moves(state: _Assignment, min_gain: float, max_rounds: int) -> list[M
                     target,
                     ratio,
                 )
-                moves += _move(state, members[group].tolist(), target, remaining)
+                moves += move_regions(state, members[group].tolist(), target, remaining)
                 moved = True
         if not moved:
             break

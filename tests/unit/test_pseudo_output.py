@@ -117,6 +117,10 @@ def test_config_round_trip_and_errors() -> None:
         PseudoLabelConfig.from_mapping({"split_neck_ncut": float("nan")})
     with pytest.raises(PseudoLabelConfigError, match="regroup_min_elongation"):
         PseudoLabelConfig(regroup_min_elongation=-1.0)
+    with pytest.raises(PseudoLabelConfigError, match="regroup_carry_fraction"):
+        PseudoLabelConfig.from_mapping({"regroup_carry_fraction": -0.1})
+    with pytest.raises(PseudoLabelConfigError, match="regroup_tie_ratio"):
+        PseudoLabelConfig(regroup_tie_ratio=float("nan"))
 
 
 def test_grabcut_snaps_a_blocky_mask_to_the_object() -> None:
