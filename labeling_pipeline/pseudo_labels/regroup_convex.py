@@ -4,10 +4,11 @@
 `min_gain` times). A region about as attached to two leaves, such as the bottom stripe of a
 striped panel lying over a house wall, stays where the split put it, though one side of the
 tie makes two whole objects and the other a panel without its stripe and a wall with a stripe
-sticking out. Objects are far more often convex, or at least no less convex for having all
-their parts, than a random union of parts: so where the boundary evidence does not decide, a
-region at least `min_ratio` as attached to another leaf moves there when the move lowers the
-two leaves' convex deficiency (pixels of their convex hulls outside them).
+sticking out. An object is seldom less convex for having all its parts, while a part of
+another object sticking out of it makes it so. Convexity alone is a weak cue for which object
+a part belongs to, so it decides ties only: a region at least `min_ratio` as attached to
+another leaf moves there when the move lowers the two leaves' convex deficiency (pixels of
+their convex hulls outside them).
 """
 
 from __future__ import annotations
