@@ -28,6 +28,7 @@ from labeling_pipeline.pseudo_labels.refine import (
     snap_to_parts,
 )
 from labeling_pipeline.pseudo_labels.regroup import apply_moves, regroup_leaves
+from labeling_pipeline.pseudo_labels.regroup_ties import TieRules
 
 logger = logging.getLogger(__name__)
 
@@ -224,9 +225,11 @@ def _regrouped(
         min_elongation=config.regroup_min_elongation,
         end_fraction=config.regroup_end_fraction,
         group_moves=config.regroup_group_moves,
-        convex_ties=config.regroup_convex_ties,
-        tie_ratio=config.regroup_tie_ratio,
-        carry_fraction=config.regroup_carry_fraction,
+        ties=TieRules(
+            config.regroup_tie_ratio, config.regroup_carry_fraction, config.regroup_twin_tolerance
+        )
+        if config.regroup_ties
+        else None,
     )
     if not moves:
         return parts

@@ -20,7 +20,8 @@ no other piece) is a union of conquer parts, so the assignment can be revised pa
   move there (`attached_group`): parts put on the wrong side together hold on to each other,
   so no single one of them would move;
 - last, a region at least as attached to another leaf as to its own, which no rule above
-  moved, moves there when that makes the two leaves more convex (`regroup_convex`).
+  moved, moves there when that makes the two leaves more convex or joins it to its twin (a
+  region of its size and shape) while its own leaf has none (`regroup_ties`).
 
 Every piece of the split tree follows the moves of the leaves it holds, so the whole
 hypotheses stay one consistent partition of the proposal.
@@ -35,13 +36,13 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from labeling_pipeline.pseudo_labels.regroup_convex import convex_tie_moves
 from labeling_pipeline.pseudo_labels.regroup_state import (
     Assignment,
     Move,
     connected,
     move_regions,
 )
+from labeling_pipeline.pseudo_labels.regroup_ties import TieRules, tie_moves
 
 logger = logging.getLogger(__name__)
 
@@ -159,9 +160,7 @@ def regroup_leaves(
     min_elongation: float = 0.0,
     end_fraction: float = 0.3,
     group_moves: bool = False,
-    convex_ties: bool = False,
-    tie_ratio: float = 1.0,
-    carry_fraction: float = 0.25,
+    ties: TieRules | None = None,
 ) -> list[Move]:
     """Return the moves of whole parts between split leaves to the leaf most attached to.
 
@@ -179,11 +178,8 @@ def regroup_leaves(
         end_fraction: The ends' share of the half-length (`end_zones`).
         group_moves: After single regions, move groups of touching regions of a leaf that
             together are more attached to another leaf (`attached_group`).
-        convex_ties: Last, move regions about as attached to another leaf where that makes
-            the two leaves more convex (`regroup_convex`).
-        tie_ratio: Least attachment to the other leaf, x that to its own, for a convexity move.
-        carry_fraction: A convexity move carries along what it cuts off its leaf up to this
-            share of the region's area.
+        ties: Last, move regions about as attached to another leaf where their shape says so
+            (`regroup_ties.tie_moves`); None: no tie moves.
 
     Returns:
         The moves in order: (region (H, W) bool, leaf it left, leaf it joined).
@@ -208,8 +204,8 @@ def regroup_leaves(
     moves = _single_moves(state, min_gain, max_rounds)
     if group_moves:
         moves += _group_moves(state, min_gain, max_rounds)
-    if convex_ties:
-        moves += convex_tie_moves(state, tie_ratio, carry_fraction, max_rounds)
+    if ties is not None:
+        moves += tie_moves(state, ties, max_rounds)
     return moves
 
 

@@ -1,4 +1,4 @@
-"""Convexity breaks attachment ties between split leaves, and only ties."""
+"""Shape breaks attachment ties between split leaves (convexity, twins), and only ties."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import numpy as np
 import numpy.typing as npt
 
 from labeling_pipeline.pseudo_labels.regroup import regroup_leaves
-from labeling_pipeline.pseudo_labels.regroup_convex import convex_deficiency
-from labeling_pipeline.pseudo_labels.regroup_state import Move
+from labeling_pipeline.pseudo_labels.regroup_state import Assignment, Move
+from labeling_pipeline.pseudo_labels.regroup_ties import (
+    TieRules,
+    convex_deficiency,
+    region_shapes,
+    tie_moves,
+    twins,
+)
 
 Mask = npt.NDArray[np.bool_]
 SHAPE = (150, 130)
@@ -20,7 +26,7 @@ def rect(y0: int, y1: int, x0: int, x1: int) -> Mask:
 
 
 def regroup(
-    leaves: list[Mask], parts: list[Mask], convex_ties: bool = True, tie_ratio: float = 1.0
+    leaves: list[Mask], parts: list[Mask], ties: bool = True, tie_ratio: float = 1.0
 ) -> list[Move]:
     """Regroup with the default settings of `PseudoLabelConfig`."""
     return regroup_leaves(
@@ -31,9 +37,7 @@ def regroup(
         radius_fraction=0.35,
         bulge_margin=0.1,
         group_moves=True,
-        convex_ties=convex_ties,
-        tie_ratio=tie_ratio,
-        carry_fraction=0.25,
+        ties=TieRules(tie_ratio, 0.25, 0.15) if ties else None,
     )
 
 
@@ -59,7 +63,7 @@ def test_a_tie_moves_to_the_side_where_both_objects_get_convex() -> None:
     # less than the 1.5x that moves a part by attachment alone
     leaves = [top | middle, bottom | wall]
     parts = [top, middle, bottom, wall]
-    assert regroup(leaves, parts, convex_ties=False) == []
+    assert regroup(leaves, parts, ties=False) == []
     moves = regroup(leaves, parts)
     assert len(moves) == 1
     region, source, target = moves[0]
@@ -99,3 +103,52 @@ def test_a_move_carries_along_a_sliver_it_cuts_off_but_not_an_object() -> None:
     assert np.array_equal(moved, bottom | sliver)
     leaves = [top | middle, bottom | block | wall]
     assert regroup(leaves, [top, middle, bottom, wall, block]) == []
+
+
+def disc(y: int, x: int, radius: int) -> Mask:
+    rows, cols = np.ogrid[: SHAPE[0], : SHAPE[1]]
+    mask: Mask = (rows - y) ** 2 + (cols - x) ** 2 <= radius**2
+    return mask
+
+
+def test_twins_have_one_size_and_shape() -> None:
+    regions = [disc(30, 30, 10), disc(30, 80, 10), disc(90, 30, 14), rect(80, 100, 60, 80)]
+    shapes = region_shapes(regions)
+    assert shapes[0, 0] == np.count_nonzero(regions[0])
+    assert abs(shapes[0, 1] - 1.0) < 0.05  # a disc is not elongated
+    assert twins(shapes, 0, 0.15).tolist() == [False, True, False, False]
+    # the 20 x 20 square has the disc's elongation but not its area (400 against 317 px)
+    assert twins(shapes, 3, 0.15).tolist() == [False, False, False, False]
+    assert twins(shapes, 3, 0.3).tolist() == [True, True, False, False]
+
+
+def wheel_on_wall(first_wheel: Mask) -> list[int]:
+    """Regions a body, `first_wheel` and a wall with a second 16 x 16 wheel in its corner:
+    given a tie for the second wheel (16 pixel pairs with the body, 16 with the wall), return
+    the leaves it and the others end up in."""
+    body = rect(10, 40, 10, 70)
+    second = rect(40, 56, 61, 77)
+    wall = rect(40, 120, 60, 125) & ~second
+    regions = [body, first_wheel, second, wall]
+    shared = np.zeros((4, 4))
+    shared[0, 1] = shared[1, 0] = 32.0
+    shared[2, 0] = shared[0, 2] = shared[2, 3] = shared[3, 2] = 16.0
+    state = Assignment(
+        [body | first_wheel, wall | second],
+        regions,
+        np.array([0, 0, 1, 1]),
+        shared,
+        [0.5 * np.count_nonzero(body | first_wheel), 0.5 * np.count_nonzero(wall | second)],
+    )
+    # the wall without the wheel has a notch, the vehicle with it a wheel sticking out
+    before = convex_deficiency(state.leaves[0]) + convex_deficiency(state.leaves[1])
+    after = convex_deficiency(wall) + convex_deficiency(body | first_wheel | second)
+    assert after > before
+    tie_moves(state, TieRules(1.0, 0.25, 0.15), max_rounds=4)
+    return state.owner.tolist()
+
+
+def test_a_tie_moves_to_the_leaf_holding_its_twin() -> None:
+    assert wheel_on_wall(rect(40, 56, 15, 31)) == [0, 0, 0, 1]
+    # the first wheel larger than 15 % more: no twin, and convexity keeps the second in place
+    assert wheel_on_wall(rect(40, 60, 15, 35)) == [0, 0, 1, 1]
