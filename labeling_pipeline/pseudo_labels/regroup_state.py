@@ -1,6 +1,6 @@
 """The assignment of conquer regions to split leaves while `regroup` moves them.
 
-Every pass of `regroup` (single regions, groups, convexity ties) reads and changes one
+Every pass of `regroup` (single regions, groups, shape ties) reads and changes one
 `Assignment`; moving a region updates the leaves and the region's owner together and records
 the move, so the passes stay consistent with each other.
 """
