@@ -123,9 +123,9 @@ def test_twins_have_one_size_and_shape() -> None:
 
 
 def wheel_on_wall(first_wheel: Mask) -> list[int]:
-    """Regions a body, `first_wheel` and a wall with a second 16 x 16 wheel in its corner:
-    given a tie for the second wheel (16 pixel pairs with the body, 16 with the wall), return
-    the leaves it and the others end up in."""
+    """Return the leaf of each region after the tie moves: a body, `first_wheel`, a second
+    16 x 16 wheel in the corner of a wall, and the wall; the second wheel is tied (16 pixel
+    pairs with the body, 16 with the wall)."""
     body = rect(10, 40, 10, 70)
     second = rect(40, 56, 61, 77)
     wall = rect(40, 120, 60, 125) & ~second
@@ -150,5 +150,5 @@ def wheel_on_wall(first_wheel: Mask) -> list[int]:
 
 def test_a_tie_moves_to_the_leaf_holding_its_twin() -> None:
     assert wheel_on_wall(rect(40, 56, 15, 31)) == [0, 0, 0, 1]
-    # the first wheel larger than 15 % more: no twin, and convexity keeps the second in place
+    # a 20 x 20 first wheel (56 % larger) is no twin, and convexity keeps the second in place
     assert wheel_on_wall(rect(40, 60, 15, 35)) == [0, 0, 1, 1]
