@@ -43,6 +43,7 @@ class PseudoLabelConfig:
             divide proposal that holds touching objects (`split`; why each value: below).
         conquer_workers: Threads running the conquers of one instance and its pieces.
         snap_to_parts, snap_min_inside: Rebuilding instances from their refined parts.
+        residual_parts: Instance pixels no conquer part covers become parts of their own.
         regroup_parts, regroup_min_gain, regroup_min_keep, regroup_radius_fraction,
         regroup_bulge_margin, regroup_min_elongation, regroup_end_fraction,
         regroup_group_moves, regroup_ties, regroup_tie_ratio, regroup_carry_fraction,
@@ -117,6 +118,10 @@ class PseudoLabelConfig:
     snap_to_parts: bool = True
     # A part joins a mask when most of it lies inside: a part straddling two objects stays out.
     snap_min_inside: float = 0.5
+    # Pixels of an instance that no conquer part covers, wider than the refinement band, become
+    # residual parts (`instance_stages`): a thin leaf or petal whose patches merged with the
+    # background around it has no conquer region, and an instance rebuilt from its parts lost it.
+    residual_parts: bool = True
     # Regroup the conquer parts of a crowded proposal between its split leaves by attachment
     # (`regroup`): the split works on coarse patches and can put a whole part on the wrong side.
     regroup_parts: bool = True

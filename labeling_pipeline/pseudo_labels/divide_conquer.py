@@ -87,10 +87,12 @@ class PseudoMask:
         granularity: In [0.1, 1.0], relative to its instance.
         instance_id: 1-based id of the instance hierarchy.
         is_part: False for the instance itself.
-        score: Proposal score (instances and external parts) or conquer level (conquer parts).
+        score: Proposal score (instances and external parts), conquer level (conquer parts) or
+            0 (residual parts).
         source: "ncut", "split" (a piece of an N-cut proposal), "joined" (two touching
             pieces, `split.join_adjacent_pieces`), "external", "human",
-            "conquer" or "fallback" (see `fallback`).
+            "conquer", "residual" (instance pixels no conquer part covers, `instance_stages`)
+            or "fallback" (see `fallback`).
     """
 
     segmentation: dict[str, Any]

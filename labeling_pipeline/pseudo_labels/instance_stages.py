@@ -1,5 +1,10 @@
 """The stages of one instance: refine it, conquer its crop, NMS and refine its parts, snap.
 
+Where no conquer level finds a part the instance holds (a thin leaf whose patches merged with
+the background around it), the instance's pixels no part covers, wide enough to hold the
+refinement band, become residual parts (`_residual_parts`), so the instance rebuilt from its
+parts does not lose them.
+
 Everything happens in a frame (y0, y1, x0, x1) around the instance's box, so memory stays
 proportional to the object, not to image size x number of masks. `divide_conquer` runs the
 divide and calls `instance_hierarchy` for every instance it finds.
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -23,6 +29,7 @@ from labeling_pipeline.pseudo_labels.mask_ops import protected_nms
 from labeling_pipeline.pseudo_labels.refine import (
     RefineConfig,
     accept_refined,
+    band_disc,
     finest_parts,
     grabcut_refine,
     snap_to_parts,
@@ -35,6 +42,8 @@ logger = logging.getLogger(__name__)
 UNREFINED_SOURCES = ("human",)
 # coarse patch-grid pieces of a crowded proposal: snapped to their parts, not GrabCut-refined
 SPLIT_SOURCES = ("split", "joined")
+# refined parts found in the instance's own pixels: what instances are snapped to and regrouped
+LEAF_SOURCES = ("conquer", "residual")
 
 
 def _refined(
@@ -98,8 +107,15 @@ def _parts(
     instance: BoolMask,
     candidates: list[Candidate],
     config: PseudoLabelConfig,
+    reach: BoolMask,
 ) -> list[Candidate]:
-    """NMS, refine and NMS again the candidate parts of one instance (all in its frame)."""
+    """NMS, refine and NMS again the candidate parts of one instance (all in its frame).
+
+    `reach` is the instance widened by its uncertain band: a refined part counts as inside the
+    instance when it lies inside `reach`, as the coarse instance's own boundary is only known to
+    within the band (a petal at the edge of a patch mask, snapped to the image by GrabCut,
+    reaches out of the coarse mask).
+    """
     kept = [
         candidates[i]
         for i in protected_nms(instance, [c.mask for c in candidates], iou_threshold=config.nms_iou)
@@ -119,13 +135,46 @@ def _parts(
         masks = list(pool.map(refine, kept))
     for candidate, mask in zip(kept, masks, strict=True):
         # a refined part must still be a part: smaller than and inside its instance
-        if mask is not None and _is_part(mask, instance, instance_area, config):
+        if mask is not None and _is_part(mask, reach, instance_area, config):
             refined.append(Candidate(mask, candidate.score, candidate.source, candidate.band_px))
     if kept and not refined:
         logger.debug("refinement discarded every part; keeping the unrefined parts")
         refined = kept
     order = protected_nms(instance, [c.mask for c in refined], iou_threshold=config.nms_iou)
     return [refined[i] for i in order]
+
+
+def _residual_parts(
+    image: npt.NDArray[np.uint8],
+    instance: BoolMask,
+    reach: BoolMask,
+    parts: list[Candidate],
+    band_px: int,
+    config: PseudoLabelConfig,
+) -> list[Candidate]:
+    """Return the instance's pixels no refined part covers, as parts (all in its frame).
+
+    What is left of the instance outside its conquer parts is opened with a disc of the
+    uncertain band's radius: slivers along the parts' refined boundaries (narrower than the band)
+    go, and each 4-connected piece left is GrabCut-refined like a conquer part (its outer
+    boundary is the coarse instance's) and kept if the refinement passes and it is still a part
+    of the instance (inside `reach`, as in `_parts`).
+    """
+    covered = np.zeros_like(instance)
+    for part in parts:
+        if part.source in LEAF_SOURCES:
+            covered |= part.mask
+    left = instance & ~covered
+    opened = cv2.morphologyEx(left.astype(np.uint8), cv2.MORPH_OPEN, band_disc(band_px))
+    count, labels = cv2.connectedComponents(opened, connectivity=4)
+    area = np.count_nonzero(instance)
+    out = []
+    for label in range(1, count):
+        piece = Candidate((labels == label) & left, 0.0, "residual", band_px)
+        refined = _refined(image, piece, config.refine)
+        if refined is not None and _is_part(refined, reach, area, config):
+            out.append(Candidate(refined, 0.0, "residual", band_px))
+    return out
 
 
 def instance_hierarchy(
@@ -173,7 +222,11 @@ def instance_hierarchy(
     # split pieces are coarse patch masks: exact conquer regions win NMS against them
     ordered = [c for c in framed_given if c.source not in SPLIT_SOURCES] + conquered
     ordered += [c for c in framed_given if c.source in SPLIT_SOURCES]
-    parts = _parts(image[fy0:fy1, fx0:fx1], framed_instance, ordered, config)
+    framed_image = image[fy0:fy1, fx0:fx1]
+    reach = cv2.dilate(framed_instance.astype(np.uint8), band_disc(head.band_px)).astype(bool)
+    parts = _parts(framed_image, framed_instance, ordered, config, reach)
+    if config.residual_parts:
+        parts += _residual_parts(framed_image, framed_instance, reach, parts, head.band_px, config)
     if config.snap_to_parts and head.source not in UNREFINED_SOURCES:
         # a single object whose GrabCut refinement passed keeps it; a crowded proposal (split
         # pieces) or a discarded refinement is rebuilt from its parts
@@ -250,7 +303,7 @@ def _snapped(
     snap_instance: bool,
 ) -> tuple[BoolMask, list[Candidate]]:
     """Snap the split pieces (and the instance if asked) to their conquer parts; NMS again."""
-    leaves = [p.mask for p in parts if p.source == "conquer"]
+    leaves = [p.mask for p in parts if p.source in LEAF_SOURCES]
     finest = finest_parts(leaves, instance.shape)
 
     def snap(mask: BoolMask) -> BoolMask:

@@ -72,8 +72,14 @@ def _drop_specks(mask: npt.NDArray[np.bool_], fraction: float = 0.01) -> npt.NDA
     return out
 
 
+def band_disc(radius: int) -> npt.NDArray[np.uint8]:
+    """Return the (2r+1, 2r+1) uint8 disc that widens or narrows a mask by `radius` px."""
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return np.asarray(disc, dtype=np.uint8)
+
+
 def _trimap(mask: npt.NDArray[np.bool_], band: int) -> npt.NDArray[np.uint8]:
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    kernel = band_disc(band)
     as_u8 = mask.astype(np.uint8)
     inner = cv2.erode(as_u8, kernel).astype(bool)
     outer = cv2.dilate(as_u8, kernel).astype(bool)
@@ -210,8 +216,7 @@ def snap_to_parts(
     Returns:
         (H, W) bool: the snapped mask, or `mask` when no part joins or the IoU check fails.
     """
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1, 2 * band_px + 1))
-    out = cv2.erode(mask.astype(np.uint8), kernel).astype(bool)
+    out = cv2.erode(mask.astype(np.uint8), band_disc(band_px)).astype(bool)
     if finest is None:
         finest = finest_parts(parts, mask.shape)
     joins = np.zeros(len(parts) + 1, dtype=bool)
