@@ -1,17 +1,25 @@
-"""Micro-batching of interactive clicks: one decoder call for the clicks of many annotators.
+"""Micro-batching of interactive clicks: one place that decodes the clicks of many annotators.
 
 Request threads hand a checked click (`core_model.batch_decode.ClickJob`) to `ClickBatcher`
 and block on its future. One worker thread takes the oldest waiting click, waits at most
-`window_s` for more (less when `max_batch` are already there), takes up to `max_batch`
-clicks of the same model, holds the door's decode lane once and decodes them with
-`predict_clicks` (other images and prompts in one call where the decoder allows). The model
-is thus called from one thread, so concurrent requests never oversubscribe the cores or the
-GPU.
+`window_s` for more (less when a full batch is already there), takes the clicks of the same
+model that fit a batch, holds the door's decode lane once and decodes them:
+
+* on a GPU, up to `max_batch` clicks per `predict_clicks` call (other images and prompts in
+  one call where the decoder allows);
+* on a CPU, where a stacked decoder call costs more per click than one click alone (see
+  `core_model.batch_decode`), up to `cpu_decoders` clicks side by side, each on its own
+  decoder thread with one intra-op thread (`core_model.cpu_threads`). One click's decoder pass
+  is a chain of small matrix products and element-wise passes that gains little from a second
+  core, so one click per core does more clicks per second; a lone click still runs on all
+  cores, so an idle server answers as fast as before.
+
+The model is thus called from this one place, with at most as many threads as the cores (or
+one GPU stream), so concurrent requests never oversubscribe the cores or the GPU.
 
 The queue is bounded: with `max_queued` clicks waiting, one more raises `ModelBusyError`
 (HTTP 503 with ``Retry-After`` estimated from recent batch durations) at once, so latency
-never grows without bound. `max_batch` 0 picks by device: 8 rows on a GPU, 1 on a CPU
-(where a batched decoder call costs more per row; see `core_model.batch_decode`).
+never grows without bound. `max_batch` 0 picks by device: 8 rows on a GPU, 1 on a CPU.
 """
 
 from __future__ import annotations
@@ -21,10 +29,13 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+import torch
+
 from core_model.batch_decode import ClickJob, predict_clicks
+from core_model.cpu_threads import use_one_intra_op_thread
 from core_model.serving import MaskPredictor
 from core_model.types import MaskPrediction
 from ml_backend.model_door import ModelBusyError, ModelDoor
@@ -57,23 +68,34 @@ class ClickBatcher:
         window_s: Longest wait for more clicks after the oldest one arrived (>= 0).
         max_batch: Most clicks per decoder call (>= 0; 0: by device, see `auto_max_batch`).
         max_queued: Clicks that may wait (>= 1) before `submit` raises `ModelBusyError`.
+        cpu_decoders: Clicks decoded side by side on a CPU, one intra-op thread each (>= 0;
+            0: torch's intra-op thread count, i.e. one per core; 1: one decoder call at a time
+            on all threads).
     """
 
     def __init__(
-        self, door: ModelDoor, *, window_s: float, max_batch: int = 0, max_queued: int = 32
+        self,
+        door: ModelDoor,
+        *,
+        window_s: float,
+        max_batch: int = 0,
+        max_queued: int = 32,
+        cpu_decoders: int = 0,
     ) -> None:
-        if window_s < 0 or max_batch < 0 or max_queued < 1:
+        if window_s < 0 or max_batch < 0 or max_queued < 1 or cpu_decoders < 0:
             raise ValueError(
-                f"need window_s >= 0, max_batch >= 0 and max_queued >= 1, got {window_s}, "
-                f"{max_batch} and {max_queued}"
+                f"need window_s >= 0, max_batch >= 0, max_queued >= 1 and cpu_decoders >= 0, "
+                f"got {window_s}, {max_batch}, {max_queued} and {cpu_decoders}"
             )
         self.door, self.window_s = door, window_s
         self.max_batch, self.max_queued = max_batch, max_queued
+        self.cpu_decoders = cpu_decoders or torch.get_num_threads()
+        self._pool: ThreadPoolExecutor | None = None
         self._waiting: collections.deque[_Waiting] = collections.deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._mean_batch_s = 0.0
+        self._mean_click_s = 0.0
         self.batches = 0
         self.decoded = 0
 
@@ -112,13 +134,23 @@ class ClickBatcher:
             waiting.future.set_exception(ModelBusyError("the server is stopping", 1))
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _rows(self, predictor: MaskPredictor) -> int:
+    def _side_by_side(self, predictor: MaskPredictor) -> int:
+        """Decoder threads of one batch: `cpu_decoders` on a CPU, 1 elsewhere."""
+        return self.cpu_decoders if predictor.device.type == "cpu" else 1
+
+    def _per_call(self, predictor: MaskPredictor) -> int:
         return self.max_batch or auto_max_batch(predictor)
 
+    def _rows(self, predictor: MaskPredictor) -> int:
+        """Clicks per batch: rows per decoder call times the decoder threads."""
+        return self._per_call(predictor) * self._side_by_side(predictor)
+
     def _retry_after_locked(self, predictor: MaskPredictor) -> int:
-        batches_ahead = math.ceil((len(self._waiting) + 1) / self._rows(predictor))
-        return max(1, math.ceil(self._mean_batch_s * batches_ahead))
+        del predictor  # the estimate is per decoded click, whatever the model
+        return max(1, math.ceil(self._mean_click_s * (len(self._waiting) + 1)))
 
     def _take(self) -> list[_Waiting] | None:
         """Wait for a batch: the oldest click and those of its model within the window."""
@@ -132,44 +164,101 @@ class ClickBatcher:
             deadline = head.arrived + self.window_s
             while len(self._waiting) < rows and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
-            batch = [w for w in self._waiting if w.predictor is head.predictor][:rows]
-            for waiting in batch:
-                self._waiting.remove(waiting)
-            return batch
+            return self._take_locked(head.predictor, rows)
+
+    def _take_locked(self, predictor: MaskPredictor, rows: int) -> list[_Waiting]:
+        """Remove and return up to `rows` waiting clicks of `predictor`, oldest first."""
+        batch = [w for w in self._waiting if w.predictor is predictor][:rows]
+        for waiting in batch:
+            self._waiting.remove(waiting)
+        return batch
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
             self._decode(batch)
 
     def _decode(self, batch: list[_Waiting]) -> None:
+        """Hold the decode lane for `batch` (and, side by side, the clicks that follow it)."""
         predictor = batch[0].predictor
+        per_call = self._per_call(predictor)
+        side_by_side = self._side_by_side(predictor) > 1 and len(batch) > per_call
         started = time.perf_counter()
+        with self.door.entered(self.door.decode_lane):
+            if side_by_side:
+                decoded = self._drain(predictor, batch)
+            else:  # one call on this thread, with every intra-op thread
+                self._finish(predictor, batch)
+                decoded = len(batch)
+        held = time.perf_counter() - started
+        with self._cond:
+            per_click = held / max(1, decoded)
+            self._mean_click_s = (
+                per_click
+                if self._mean_click_s == 0
+                else (1 - _SMOOTHING) * self._mean_click_s + _SMOOTHING * per_click
+            )
+            self.batches += 1
+            self.decoded += decoded
+
+    def _finish(self, predictor: MaskPredictor, batch: list[_Waiting]) -> None:
+        """Decode `batch` in `predict_clicks` and hand every click its result or the failure."""
         try:
-            with self.door.entered(self.door.decode_lane):
-                results = predict_clicks(
-                    predictor, [w.job for w in batch], max_batch=self._rows(predictor)
-                )
+            results = predict_clicks(
+                predictor, [w.job for w in batch], max_batch=self._per_call(predictor)
+            )
         except BaseException as exc:  # every waiting request gets the failure, not a hang
             for waiting in batch:
                 waiting.future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        held = time.perf_counter() - started
-        with self._cond:
-            self._mean_batch_s = (
-                held
-                if self._mean_batch_s == 0
-                else (1 - _SMOOTHING) * self._mean_batch_s + _SMOOTHING * held
-            )
-            self.batches += 1
-            self.decoded += len(batch)
         for waiting, result in zip(batch, results, strict=True):
             waiting.future.set_result(result)
 
+    def _drain(self, predictor: MaskPredictor, batch: list[_Waiting]) -> int:
+        """Decode `batch`, then the clicks of `predictor` that keep arriving, side by side.
+
+        Each decoder thread takes the next waiting click (up to a call's worth) as soon as it
+        is free, with no barrier between clicks, until no click of this model waits or another
+        call waits for the decode lane (it gets the lane next). Returns the clicks decoded.
+        """
+        taken = collections.deque(batch)
+        per_call = self._per_call(predictor)
+
+        def next_call() -> list[_Waiting]:
+            others = self.door.queued_for(self.door.decode_lane) > 0
+            with self._cond:
+                if taken:
+                    return [taken.popleft() for _ in range(min(per_call, len(taken)))]
+                if others or self._closed:
+                    return []
+                return self._take_locked(predictor, per_call)
+
+        def decode_until_done() -> int:
+            count = 0
+            while call := next_call():
+                self._finish(predictor, call)
+                count += len(call)
+            return count
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.cpu_decoders,
+                thread_name_prefix="click-decoder",
+                initializer=use_one_intra_op_thread,
+            )
+        threads = [self._pool.submit(decode_until_done) for _ in range(self.cpu_decoders)]
+        wait(threads)  # all of them stop before the lane is given back, even after a failure
+        return sum(thread.result() for thread in threads)
+
 
 def attach_click_batcher(
-    door: ModelDoor, *, window_ms: float, max_batch: int = 0, max_queued: int | None = None
+    door: ModelDoor,
+    *,
+    window_ms: float,
+    max_batch: int = 0,
+    max_queued: int | None = None,
+    cpu_decoders: int = 0,
 ) -> ClickBatcher:
     """Create a `ClickBatcher` for `door` and route the door's single clicks through it.
 
@@ -178,12 +267,14 @@ def attach_click_batcher(
         window_ms: Batch window in milliseconds.
         max_batch: Most clicks per decoder call (0: by device).
         max_queued: Clicks that may wait (default: the door's `max_queued`, at least 1).
+        cpu_decoders: Clicks decoded side by side on a CPU (0: one per intra-op thread).
     """
     batcher = ClickBatcher(
         door,
         window_s=window_ms / 1000,
         max_batch=max_batch,
         max_queued=max(1, door.max_queued if max_queued is None else max_queued),
+        cpu_decoders=cpu_decoders,
     )
     door.clicks = batcher
     return batcher
@@ -194,6 +285,9 @@ def serving_door(settings: Settings) -> ModelDoor:
     door = ModelDoor(settings.max_concurrent_encodes, settings.max_queued_requests)
     if settings.batch_clicks:
         attach_click_batcher(
-            door, window_ms=settings.batch_window_ms, max_batch=settings.batch_max_size
+            door,
+            window_ms=settings.batch_window_ms,
+            max_batch=settings.batch_max_size,
+            cpu_decoders=settings.cpu_click_decoders,
         )
     return door

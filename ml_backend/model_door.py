@@ -134,6 +134,11 @@ class ModelDoor:
         with self._guard:
             return len(self.encode_lane.waiting) + len(self.decode_lane.waiting)
 
+    def queued_for(self, lane: _Lane) -> int:
+        """Calls waiting for `lane` now."""
+        with self._guard:
+            return len(lane.waiting)
+
     def status(self) -> dict[str, int]:
         """JSON-ready counters: running and waiting calls per lane, and the bound."""
         clicks = self.clicks.pending() if self.clicks is not None else 0

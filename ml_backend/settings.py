@@ -58,6 +58,8 @@ class Settings:
         batch_clicks: Decode the clicks of concurrent annotators in micro-batches (one worker).
         batch_window_ms: How long a click waits for others to join its batch.
         batch_max_size: Most clicks per decoder call (0: 8 on a GPU, 1 on a CPU).
+        cpu_click_decoders: Clicks of a batch decoded side by side on a CPU, one intra-op
+            thread each (0: one per intra-op thread, i.e. per core; 1: one at a time).
         prefetch_workers: Threads computing embeddings of opened tasks ahead of the first
             click (0: no prefetch).
         prefetch_next: Next tasks of the project (from the Label Studio API) whose embeddings
@@ -108,6 +110,7 @@ class Settings:
     batch_clicks: bool = True
     batch_window_ms: float = 2.0
     batch_max_size: int = 0
+    cpu_click_decoders: int = 0
     prefetch_workers: int = 1
     prefetch_next: int = 0
     cvat_presets: tuple[Preset, ...] = DEFAULT_PRESETS
@@ -193,6 +196,7 @@ class Settings:
             ),
             batch_window_ms=reader.number("UNSAMV2_BATCH_WINDOW_MS", 2.0, low=0.0, high=1000.0),
             batch_max_size=reader.integer("UNSAMV2_BATCH_MAX_SIZE", 0, low=0, high=256),
+            cpu_click_decoders=reader.integer("UNSAMV2_CPU_CLICK_DECODERS", 0, low=0, high=256),
             prefetch_workers=reader.integer("UNSAMV2_PREFETCH_WORKERS", 1, low=0, high=16),
             prefetch_next=reader.integer("UNSAMV2_PREFETCH_NEXT", 0, low=0, high=100),
             cvat_presets=reader.presets("UNSAMV2_CVAT_PRESETS"),

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ml_backend.cli.bench_clicks import Clicks, check_answers, percentiles, serve
+from ml_backend.cli.bench_clicks import ROUNDING_LOGIT, Clicks, check_answers, percentiles, serve
 
 FIRST_TODAY, FIRST_NEW = 100, 200  # task ids of the first-click images of each path
 
@@ -151,12 +151,18 @@ def _overload(args: argparse.Namespace, clicks: Clicks, runtime: Any) -> dict[st
     }
 
 
-def _mismatches(app: Any, runtime: Any, clicks: Clicks, phase: str, size: Any) -> int:
-    """Answers of `phase` that differ from the predictor's mask (missing answers not counted)."""
+def _mismatches(
+    app: Any, runtime: Any, clicks: Clicks, phase: str, size: Any, rounding: dict[str, int]
+) -> int:
+    """Answers of `phase` that differ from the predictor's mask (missing answers not counted).
+
+    Answers that differ only by float rounding are counted in `rounding` (see `check_answers`).
+    """
     answers = clicks.answers.get(phase, {})
     plans = {task: clicks.plans[task] for task, _ in answers}
     planned = sum(len(p) for p in plans.values())
-    return check_answers(app, runtime, plans, answers, size) - (planned - len(answers))
+    wrong = check_answers(app, runtime, plans, answers, size, rounding=rounding)
+    return wrong - (planned - len(answers))
 
 
 def run_serving_bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -211,12 +217,16 @@ def run_serving_bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         report[f"{name}_failed_requests"] = [
             f for phase in ("first", "calm") for f in clicks.failures.get(phase, [])
         ]
+        rounding: dict[str, int] = {}
         report[f"{name}_mismatches"] = sum(
-            _mismatches(app, runtime, clicks, phase, size) for phase in ("first", "calm")
+            _mismatches(app, runtime, clicks, phase, size, rounding) for phase in ("first", "calm")
         )
+        report[f"{name}_rounding"] = rounding
+    rounding = {}
     overload["mismatches"] = _mismatches(
-        apps["new"][0], runtimes["new"], paths["new"], "overload", size
+        apps["new"][0], runtimes["new"], paths["new"], "overload", size, rounding
     )
+    overload["rounding"] = rounding
     report["overload"] = overload
     return report
 
@@ -264,5 +274,16 @@ def print_serving(args: argparse.Namespace, report: dict[str, Any]) -> None:
         f"  failed requests {len(failures)}, mismatched answers today "
         f"{report['today_mismatches']}, new {report['new_mismatches']}"
     )
+    for name, rounding in (
+        ("today", report["today_rounding"]),
+        ("new", report["new_rounding"]),
+        ("overload", over["rounding"]),
+    ):
+        if rounding:
+            print(
+                f"  {name}: {rounding['answers']} answers differ from the one-click reference in "
+                f"{rounding['pixels']} pixels within {ROUNDING_LOGIT:g} of the threshold "
+                f"(rounding of a click decoded on one thread)"
+            )
     for failure in failures[:5]:
         print(f"  failed: {failure}")

@@ -1,4 +1,5 @@
-"""`ClickBatcher`: clicks that wait together are decoded in one call; the queue is bounded.
+"""`ClickBatcher`: clicks that wait together are decoded in one call (or, on a CPU, side by
+side, one intra-op thread each); the queue is bounded.
 
 The predictor is `FakePredictor` (tests/fake_predictor.py): what matters here is which clicks
 share a decoder call and what happens past the bound; the test holds the door's decode lane
@@ -11,6 +12,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from fake_predictor import FakePredictor, image
 
 from core_model.types import Prompts
@@ -120,4 +122,77 @@ def test_a_worker_stopped_by_a_base_exception_is_restarted_by_the_next_click() -
     results: dict[int, object] = {}
     _click(gated, embeddings[1], results, 0).join(10)  # without a worker it would wait forever
     assert results[0].masks.shape[1:] == embeddings[1].original_hw
+    batcher.close()
+
+
+def _side_by_side_setup():
+    fake, door = FakePredictor(), ModelDoor(max_queued=32)
+    batcher = attach_click_batcher(door, window_ms=1.0, max_batch=1, cpu_decoders=2)
+    gated = door.gate(fake)
+    embeddings = [gated.embed_keyed(f"img{i}", image) for i in range(6)]
+    threads_seen: list[tuple[str, int]] = []
+    decode = fake.decode
+
+    def observed(*args, **kwargs):
+        threads_seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return decode(*args, **kwargs)
+
+    fake.decode = observed
+    return fake, door, batcher, gated, embeddings, threads_seen
+
+
+def test_on_a_cpu_waiting_clicks_are_decoded_side_by_side_one_thread_each() -> None:
+    fake, door, batcher, gated, embeddings, threads_seen = _side_by_side_setup()
+    door.acquire(door.decode_lane)
+    results: dict[int, object] = {}
+    first = _click(gated, embeddings[0], results, 0)
+    wait_for(lambda: door.queued_for(door.decode_lane) == 1, 10, "the batch worker in line")
+    held = [fake.hold_decode("img1"), fake.hold_decode("img2")]
+    later = [_click(gated, embeddings[i], results, i) for i in range(1, 6)]
+    wait_for(lambda: batcher.pending() == 5, 10, "five waiting clicks")
+    door.decode_lane.release(0.0)
+    wait_for(lambda: fake.decode_started["img1"].is_set(), 10, "img1 decoding")
+    wait_for(lambda: fake.decode_started["img2"].is_set(), 10, "img2 decoding")
+    assert fake.decoding_now == 2  # two clicks decode at the same time
+    for event in held:
+        event.set()
+    for thread in [first, *later]:
+        thread.join(timeout=10)
+    assert all(results[i].masks.shape[1:] == (8, 8) for i in range(6))
+    assert batcher.batches == 2 and batcher.decoded == 6  # [img0] alone, then one drain of 5
+    assert sorted(fake.decoded) == [f"img{i}" for i in range(6)]  # one call per click
+    lone, *side = threads_seen
+    assert lone[0] == "click-batcher"  # a lone click runs on every intra-op thread
+    assert {name.rsplit("_", 1)[0] for name, _ in side} == {"click-decoder"}
+    assert {count for _, count in side} == {1}
+    assert door.idle()
+    batcher.close()
+
+
+def test_a_call_waiting_for_the_decode_lane_ends_the_drain() -> None:
+    fake, door, batcher, gated, embeddings, _ = _side_by_side_setup()
+    door.acquire(door.decode_lane)
+    results: dict[int, object] = {}
+    threads = [_click(gated, embeddings[0], results, 0)]
+    wait_for(lambda: door.queued_for(door.decode_lane) == 1, 10, "the batch worker in line")
+    held = [fake.hold_decode("img1"), fake.hold_decode("img2")]
+    threads += [_click(gated, embeddings[i], results, i) for i in (1, 2)]
+    wait_for(lambda: batcher.pending() == 2, 10, "two waiting clicks")
+    door.decode_lane.release(0.0)
+    wait_for(lambda: fake.decoding_now == 2, 10, "img1 and img2 decoding side by side")
+    sweep = threading.Thread(
+        target=lambda: gated.predict_many(embeddings[5], CLICK, [0.2, 0.8]), daemon=True
+    )
+    sweep.start()  # another caller waits for the decode lane
+    wait_for(lambda: door.queued_for(door.decode_lane) == 1, 10, "the sweep in line")
+    threads += [_click(gated, embeddings[i], results, i) for i in (3, 4)]
+    wait_for(lambda: batcher.pending() == 2, 10, "two more clicks")
+    for event in held:
+        event.set()
+    for thread in [*threads, sweep]:
+        thread.join(timeout=10)
+    assert fake.decoded[0] == "img0" and sorted(fake.decoded[1:3]) == ["img1", "img2"]
+    assert fake.decoded[3] == "img5"  # the sweep went before the clicks queued behind it
+    assert sorted(fake.decoded[4:]) == ["img3", "img4"]
+    assert all(not isinstance(results[i], Exception) for i in range(5))
     batcher.close()
