@@ -299,6 +299,7 @@ def decode_shared(
     micro_batch: int | None = None,
     decoder: Any = None,
     terms: Callable[[Callable[[], SharedImage]], SharedImage] | None = None,
+    part: Callable[[Any, SharedImage, torch.Tensor], DecoderOutput] | None = None,
 ) -> DecoderOutput:
     """Decode one granularity mask per prompt set of one image (no mask input).
 
@@ -320,6 +321,8 @@ def decode_shared(
         terms: Where the image-side terms come from: called with a function that computes
             them, returns them (e.g. from a cache keyed by the image and the decoder's
             weights). None: computed for this call.
+        part: What runs each pass (None: `decode_part`; `core_model.traced_decode` gives a
+            recorded one with the same arithmetic).
 
     Returns:
         `DecoderOutput` with float32 logits (B, 1, S/4, S/4) and IoU (B, 1), as
@@ -345,8 +348,9 @@ def decode_shared(
 
     image = build() if terms is None else terms(build)
     sparse = sparse.to(dtype)
+    run = decode_part if part is None else part
     parts = [
-        _decode_part(decoder, image, sparse[i : i + micro_batch])
+        run(decoder, image, sparse[i : i + micro_batch])
         for i in range(0, batch, max(1, micro_batch))
     ]
     return DecoderOutput(
@@ -355,8 +359,11 @@ def decode_shared(
     )
 
 
-def _decode_part(decoder: Any, image: SharedImage, sparse: torch.Tensor) -> DecoderOutput:
-    """Decode one pass of `decode_shared`: sparse (B, N', C) prompt embeddings."""
+def decode_part(decoder: Any, image: SharedImage, sparse: torch.Tensor) -> DecoderOutput:
+    """Decode one pass of `decode_shared`: sparse (B, N', C) prompt embeddings.
+
+    Returns logits (B, 1, S/4, S/4) and IoU (B, 1) in the decoder's dtype.
+    """
     shift = 1 if decoder.pred_obj_scores else 0
     heads = [decoder.obj_score_token.weight] if decoder.pred_obj_scores else []
     output_tokens = torch.cat(

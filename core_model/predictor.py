@@ -30,6 +30,7 @@ from core_model.preprocess import (
     to_model_input,
     upsample_masks,
 )
+from core_model.traced_decode import TracedPasses, traced_here
 from core_model.types import (
     ImageEmbedding,
     MaskPrediction,
@@ -77,6 +78,7 @@ class GranularityPredictor:
         self.max_image_pixels = int(max_image_pixels)
         self._low_precision = LowPrecisionDecoders()
         self._click_terms = ClickTerms(click_terms_images) if click_terms_images > 0 else None
+        self._traced = TracedPasses()
 
     @property
     def device(self) -> torch.device:
@@ -256,7 +258,10 @@ class GranularityPredictor:
                 out = decode_shared(self.model, *args, g, decoder=decoder)  # image work shared
             elif cache is not None:  # a few clicks: the image's terms are reused
                 key = (embedding.key, weights_state(self.model.sam_mask_decoder))
-                out = decode_shared(self.model, *args, g, terms=lambda b: cache.get(key, b))
+                part = self._traced.run if traced_here() else None  # see traced_decode
+                out = decode_shared(
+                    self.model, *args, g, terms=lambda b: cache.get(key, b), part=part
+                )
             else:
                 out = self.model.decode_granularity(
                     *args, g, mask_input=mask_input, multimask_output=multimask_output

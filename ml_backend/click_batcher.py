@@ -9,10 +9,11 @@ model that fit a batch, holds the door's decode lane once and decodes them:
   one call where the decoder allows);
 * on a CPU, where a stacked decoder call costs more per click than one click alone (see
   `core_model.batch_decode`), up to `cpu_decoders` clicks side by side, each on its own
-  decoder thread with one intra-op thread (`core_model.cpu_threads`). One click's decoder pass
-  is a chain of small matrix products and element-wise passes that gains little from a second
-  core, so one click per core does more clicks per second; a lone click still runs on all
-  cores, so an idle server answers as fast as before.
+  decoder thread with one intra-op thread (`core_model.cpu_threads`) running the recorded
+  decoder pass, which does not wait for the GIL between ops (`core_model.traced_decode`). One
+  click's decoder pass is a chain of small matrix products and element-wise passes that gains
+  little from a second core, so one click per core does more clicks per second; a lone click
+  still runs on all cores, so an idle server answers as fast as before.
 
 The model is thus called from this one place, with at most as many threads as the cores (or
 one GPU stream), so concurrent requests never oversubscribe the cores or the GPU.
@@ -37,6 +38,7 @@ import torch
 from core_model.batch_decode import ClickJob, predict_clicks
 from core_model.cpu_threads import use_one_intra_op_thread
 from core_model.serving import MaskPredictor
+from core_model.traced_decode import trace_passes_here
 from core_model.types import MaskPrediction
 from ml_backend.model_door import ModelBusyError, ModelDoor
 from ml_backend.settings import Settings
@@ -245,11 +247,17 @@ class ClickBatcher:
             self._pool = ThreadPoolExecutor(
                 self.cpu_decoders,
                 thread_name_prefix="click-decoder",
-                initializer=use_one_intra_op_thread,
+                initializer=_decoder_thread,
             )
         threads = [self._pool.submit(decode_until_done) for _ in range(self.cpu_decoders)]
         wait(threads)  # all of them stop before the lane is given back, even after a failure
         return sum(thread.result() for thread in threads)
+
+
+def _decoder_thread() -> None:
+    """Set up a CPU decoder thread: one intra-op thread, recorded decoder passes (no GIL)."""
+    use_one_intra_op_thread()
+    trace_passes_here()
 
 
 def attach_click_batcher(

@@ -18,6 +18,7 @@ from ml_backend.click_batcher import serving_door
 from ml_backend.cvat.dashboard import blueprint as cvat_blueprint
 from ml_backend.errors import error_body, error_headers
 from ml_backend.first_start import first_start_fetcher
+from ml_backend.json_provider import FastJSONProvider
 from ml_backend.label_studio.context import BackendContext
 from ml_backend.label_studio.routes import blueprint, same_secret
 from ml_backend.playground.routes import blueprint as playground_blueprint
@@ -81,8 +82,9 @@ def create_app(
     if settings.webhook_secret is None:
         logger.warning("UNSAMV2_WEBHOOK_SECRET is not set: /webhook accepts unauthenticated events")
     app = Flask("unsamv2")
+    app.json = FastJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes  # 413 above it
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False
     context = BackendContext(settings, runtime, store, celery)
     app.extensions["unsamv2"] = context
     app.before_request(lambda: _check_basic_auth(settings))
