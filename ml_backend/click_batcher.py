@@ -63,7 +63,7 @@ def auto_max_batch(predictor: MaskPredictor) -> int:
 
 
 class ClickBatcher:
-    """A bounded queue of clicks decoded in batches by one worker (a `ClickQueue` of the door).
+    """A bounded queue of clicks decoded in batches (a `ClickQueue` of the door).
 
     Args:
         door: The process's door; each batch holds its decode lane.
@@ -185,12 +185,22 @@ class ClickBatcher:
         per_call = self._per_call(predictor)
         side_by_side = self._side_by_side(predictor) > 1 and len(batch) > per_call
         started = time.perf_counter()
-        with self.door.entered(self.door.decode_lane):
-            if side_by_side:
-                decoded = self._drain(predictor, batch)
-            else:  # one call on this thread, with every intra-op thread
-                self._finish(predictor, batch)
-                decoded = len(batch)
+        try:
+            with self.door.entered(self.door.decode_lane):
+                if side_by_side:
+                    decoded = self._drain(predictor, batch)
+                else:  # one call on this thread, with every intra-op thread
+                    self._finish(predictor, batch)
+                    decoded = len(batch)
+        except BaseException as exc:  # the decoder threads failed: no click left waiting
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            self._pool = None  # the next drain starts new decoder threads
+            if not isinstance(exc, Exception):
+                raise
+            logger.warning("click decoder threads failed: %s", exc)
+            return
         held = time.perf_counter() - started
         with self._cond:
             per_click = held / max(1, decoded)

@@ -9,6 +9,7 @@ to make clicks wait, instead of timing them.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def _click(gated, embedding, results, index) -> threading.Thread:
     def run() -> None:
         try:
             results[index] = gated.predict(embedding, CLICK, granularity=0.5)
-        except ModelBusyError as exc:
+        except (ModelBusyError, RuntimeError) as exc:
             results[index] = exc
 
     thread = threading.Thread(target=run, daemon=True)
@@ -195,4 +196,32 @@ def test_a_call_waiting_for_the_decode_lane_ends_the_drain() -> None:
     assert fake.decoded[3] == "img5"  # the sweep went before the clicks queued behind it
     assert sorted(fake.decoded[4:]) == ["img3", "img4"]
     assert all(not isinstance(results[i], Exception) for i in range(5))
+    batcher.close()
+
+
+def test_when_the_decoder_threads_fail_every_click_of_the_batch_gets_the_error() -> None:
+    fake, door, batcher, gated, embeddings, _ = _side_by_side_setup()
+    broken = ThreadPoolExecutor(1)
+    broken.shutdown()
+    batcher._pool = broken  # submit raises: "cannot schedule new futures after shutdown"
+    door.acquire(door.decode_lane)
+    results: dict[int, object] = {}
+    threads = [_click(gated, embeddings[0], results, 0)]
+    wait_for(lambda: door.queued_for(door.decode_lane) == 1, 10, "the batch worker in line")
+    threads += [_click(gated, embeddings[i], results, i) for i in (1, 2)]
+    wait_for(lambda: batcher.pending() == 2, 10, "two waiting clicks")
+    door.decode_lane.release(0.0)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not isinstance(results[0], Exception)  # a lone click: no decoder threads
+    assert all(isinstance(results[i], RuntimeError) for i in (1, 2))
+    again: dict[int, object] = {}
+    door.acquire(door.decode_lane)
+    threads = [_click(gated, embeddings[i], again, i) for i in (3, 4)]
+    wait_for(lambda: batcher.pending() + door.queued_for(door.decode_lane) >= 2, 10, "queued")
+    door.decode_lane.release(0.0)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert all(not isinstance(again[i], Exception) for i in (3, 4))  # new decoder threads
+    assert door.idle()
     batcher.close()
