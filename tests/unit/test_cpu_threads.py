@@ -10,7 +10,6 @@ import torch
 
 from core_model.cpu_threads import use_one_intra_op_thread
 
-
 T = TypeVar("T")
 
 
