@@ -185,21 +185,20 @@ class ClickBatcher:
         per_call = self._per_call(predictor)
         side_by_side = self._side_by_side(predictor) > 1 and len(batch) > per_call
         started = time.perf_counter()
+        outcome: list[MaskPrediction] | BaseException = []
         try:
             with self.door.entered(self.door.decode_lane):
-                if side_by_side:
+                if side_by_side:  # each click gets its answer as soon as it is decoded
                     decoded = self._drain(predictor, batch)
                 else:  # one call on this thread, with every intra-op thread
-                    self._finish(predictor, batch)
+                    outcome = self._outcome(predictor, batch)
                     decoded = len(batch)
         except BaseException as exc:  # the decoder threads failed: no click left waiting
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(exc)
             self._pool = None  # the next drain starts new decoder threads
+            self._deliver([w for w in batch if not w.future.done()], exc)
             if not isinstance(exc, Exception):
                 raise
-            logger.warning("click decoder threads failed: %s", exc)
+            logger.warning("a click batch failed: %s", exc)
             return
         held = time.perf_counter() - started
         with self._cond:
@@ -211,20 +210,30 @@ class ClickBatcher:
             )
             self.batches += 1
             self.decoded += decoded
+        if not side_by_side:  # answered once the lane is free and the batch counted
+            self._deliver(batch, outcome)
 
-    def _finish(self, predictor: MaskPredictor, batch: list[_Waiting]) -> None:
-        """Decode `batch` in `predict_clicks` and hand every click its result or the failure."""
+    def _outcome(
+        self, predictor: MaskPredictor, batch: list[_Waiting]
+    ) -> list[MaskPrediction] | BaseException:
+        """Decode `batch` with `predict_clicks`: its results, or the exception it raised."""
         try:
-            results = predict_clicks(
+            return predict_clicks(
                 predictor, [w.job for w in batch], max_batch=self._per_call(predictor)
             )
         except BaseException as exc:  # every waiting request gets the failure, not a hang
+            return exc
+
+    @staticmethod
+    def _deliver(batch: list[_Waiting], outcome: list[MaskPrediction] | BaseException) -> None:
+        """Hand every click of `batch` its result; re-raise a failure that is not an Exception."""
+        if isinstance(outcome, BaseException):
             for waiting in batch:
-                waiting.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+                waiting.future.set_exception(outcome)
+            if not isinstance(outcome, Exception):
+                raise outcome
             return
-        for waiting, result in zip(batch, results, strict=True):
+        for waiting, result in zip(batch, outcome, strict=True):
             waiting.future.set_result(result)
 
     def _drain(self, predictor: MaskPredictor, batch: list[_Waiting]) -> int:
@@ -249,7 +258,7 @@ class ClickBatcher:
         def decode_until_done() -> int:
             count = 0
             while call := next_call():
-                self._finish(predictor, call)
+                self._deliver(call, self._outcome(predictor, call))
                 count += len(call)
             return count
 

@@ -160,7 +160,8 @@ def test_on_a_cpu_waiting_clicks_are_decoded_side_by_side_one_thread_each() -> N
     for thread in [first, *later]:
         thread.join(timeout=10)
     assert all(results[i].masks.shape[1:] == (8, 8) for i in range(6))
-    assert batcher.batches == 2 and batcher.decoded == 6  # [img0] alone, then one drain of 5
+    wait_for(lambda: batcher.decoded == 6, 10, "the drain's count")  # counted after the lane
+    assert batcher.batches == 2  # [img0] alone, then one drain of 5
     assert sorted(fake.decoded) == [f"img{i}" for i in range(6)]  # one call per click
     lone, *side = threads_seen
     assert lone[0] == "click-batcher"  # a lone click runs on every intra-op thread
@@ -217,11 +218,14 @@ def test_when_the_decoder_threads_fail_every_click_of_the_batch_gets_the_error()
     assert all(isinstance(results[i], RuntimeError) for i in (1, 2))
     again: dict[int, object] = {}
     door.acquire(door.decode_lane)
-    threads = [_click(gated, embeddings[i], again, i) for i in (3, 4)]
-    wait_for(lambda: batcher.pending() + door.queued_for(door.decode_lane) >= 2, 10, "queued")
+    threads = [_click(gated, embeddings[3], again, 3)]
+    wait_for(lambda: door.queued_for(door.decode_lane) == 1, 10, "the batch worker in line")
+    threads += [_click(gated, embeddings[i], again, i) for i in (4, 5)]
+    wait_for(lambda: batcher.pending() == 2, 10, "two waiting clicks")
     door.decode_lane.release(0.0)
     for thread in threads:
         thread.join(timeout=10)
-    assert all(not isinstance(again[i], Exception) for i in (3, 4))  # new decoder threads
-    assert door.idle()
+    assert all(not isinstance(again[i], Exception) for i in (3, 4, 5))
+    assert batcher._pool is not None and batcher._pool is not broken  # new decoder threads
+    wait_for(door.idle, 10, "the lane given back after the drain")
     batcher.close()
