@@ -19,8 +19,8 @@ The model is thus called from this one place, with at most as many threads as th
 one GPU stream), so concurrent requests never oversubscribe the cores or the GPU.
 
 The queue is bounded: with `max_queued` clicks waiting, one more raises `ModelBusyError`
-(HTTP 503 with ``Retry-After`` estimated from recent batch durations) at once, so latency
-never grows without bound. `max_batch` 0 picks by device: 8 rows on a GPU, 1 on a CPU.
+(HTTP 503 with ``Retry-After`` estimated from the recent time per decoded click) at once, so
+latency never grows without bound. `max_batch` 0 picks by device: 8 rows on a GPU, 1 on a CPU.
 """
 
 from __future__ import annotations

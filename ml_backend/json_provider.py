@@ -1,8 +1,8 @@
 """Flask's JSON answers encoded by orjson.
 
-A click's answer carries Label Studio brush RLE: a list of tens of thousands of small integers.
-The standard library's encoder spends about 4 ms on such a list with the GIL held, orjson about
-0.4 ms; on a CPU that time is taken from the decoder threads of other clicks.
+A click's answer carries Label Studio brush RLE, a list of small integers: tens of thousands for
+a speckled mask. The standard library's encoder spends about 4 ms on 46,000 of them with the GIL
+held, orjson about 0.4 ms; on a CPU that time is taken from the decoder threads of other clicks.
 """
 
 from __future__ import annotations
