@@ -55,9 +55,9 @@ def traced_here() -> bool:
 class _Pass(nn.Module):
     """`decode_part` with the `SharedImage` terms as flat tensor arguments (what tracing needs)."""
 
-    def __init__(self, decoder: nn.Module, hw: tuple[int, int], later: int, high_res: int):
+    def __init__(self, decoder: nn.Module, hw: tuple[int, int], later: int) -> None:
         super().__init__()
-        self.decoder, self.hw, self.later, self.high_res = decoder, hw, later, high_res
+        self.decoder, self.hw, self.later = decoder, hw, later
 
     def forward(self, sparse: torch.Tensor, *terms: torch.Tensor) -> tuple[torch.Tensor, ...]:
         keys, first_k, first_v, first_image_q, final_pe_k = terms[:5]
@@ -139,7 +139,7 @@ class TracedPasses:
             if recorded is not None:
                 self._passes.move_to_end(key)
                 return recorded
-            module = _Pass(decoder, image.hw, len(image.later_pe), len(image.high_res)).eval()
+            module = _Pass(decoder, image.hw, len(image.later_pe)).eval()
             trace: Any = getattr(torch.jit, "trace", None)  # None once PyTorch drops it
             try:
                 with warnings.catch_warnings():
