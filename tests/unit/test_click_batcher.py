@@ -142,22 +142,31 @@ def _side_by_side_setup():
     return fake, door, batcher, gated, embeddings, threads_seen
 
 
+def _lone_then_waiting(door, batcher, gated, embeddings, results, first, later):
+    """Hold the lane; click `first` (the worker takes it alone), then `later` (they wait).
+
+    Returns the click threads; the caller releases the lane.
+    """
+    door.acquire(door.decode_lane)
+    threads = [_click(gated, embeddings[first], results, first)]
+    wait_for(lambda: door.queued_for(door.decode_lane) == 1, 10, "the batch worker in line")
+    threads += [_click(gated, embeddings[i], results, i) for i in later]
+    wait_for(lambda: batcher.pending() == len(later), 10, "the later clicks waiting")
+    return threads
+
+
 def test_on_a_cpu_waiting_clicks_are_decoded_side_by_side_one_thread_each() -> None:
     fake, door, batcher, gated, embeddings, threads_seen = _side_by_side_setup()
-    door.acquire(door.decode_lane)
     results: dict[int, object] = {}
-    first = _click(gated, embeddings[0], results, 0)
-    wait_for(lambda: door.queued_for(door.decode_lane) == 1, 10, "the batch worker in line")
     held = [fake.hold_decode("img1"), fake.hold_decode("img2")]
-    later = [_click(gated, embeddings[i], results, i) for i in range(1, 6)]
-    wait_for(lambda: batcher.pending() == 5, 10, "five waiting clicks")
+    threads = _lone_then_waiting(door, batcher, gated, embeddings, results, 0, range(1, 6))
     door.decode_lane.release(0.0)
     wait_for(lambda: fake.decode_started["img1"].is_set(), 10, "img1 decoding")
     wait_for(lambda: fake.decode_started["img2"].is_set(), 10, "img2 decoding")
     assert fake.decoding_now == 2  # two clicks decode at the same time
     for event in held:
         event.set()
-    for thread in [first, *later]:
+    for thread in threads:
         thread.join(timeout=10)
     assert all(results[i].masks.shape[1:] == (8, 8) for i in range(6))
     wait_for(lambda: batcher.decoded == 6, 10, "the drain's count")  # counted after the lane
@@ -173,13 +182,9 @@ def test_on_a_cpu_waiting_clicks_are_decoded_side_by_side_one_thread_each() -> N
 
 def test_a_call_waiting_for_the_decode_lane_ends_the_drain() -> None:
     fake, door, batcher, gated, embeddings, _ = _side_by_side_setup()
-    door.acquire(door.decode_lane)
     results: dict[int, object] = {}
-    threads = [_click(gated, embeddings[0], results, 0)]
-    wait_for(lambda: door.queued_for(door.decode_lane) == 1, 10, "the batch worker in line")
     held = [fake.hold_decode("img1"), fake.hold_decode("img2")]
-    threads += [_click(gated, embeddings[i], results, i) for i in (1, 2)]
-    wait_for(lambda: batcher.pending() == 2, 10, "two waiting clicks")
+    threads = _lone_then_waiting(door, batcher, gated, embeddings, results, 0, (1, 2))
     door.decode_lane.release(0.0)
     wait_for(lambda: fake.decoding_now == 2, 10, "img1 and img2 decoding side by side")
     sweep = threading.Thread(
@@ -205,23 +210,15 @@ def test_when_the_decoder_threads_fail_every_click_of_the_batch_gets_the_error()
     broken = ThreadPoolExecutor(1)
     broken.shutdown()
     batcher._pool = broken  # submit raises: "cannot schedule new futures after shutdown"
-    door.acquire(door.decode_lane)
     results: dict[int, object] = {}
-    threads = [_click(gated, embeddings[0], results, 0)]
-    wait_for(lambda: door.queued_for(door.decode_lane) == 1, 10, "the batch worker in line")
-    threads += [_click(gated, embeddings[i], results, i) for i in (1, 2)]
-    wait_for(lambda: batcher.pending() == 2, 10, "two waiting clicks")
+    threads = _lone_then_waiting(door, batcher, gated, embeddings, results, 0, (1, 2))
     door.decode_lane.release(0.0)
     for thread in threads:
         thread.join(timeout=10)
     assert not isinstance(results[0], Exception)  # a lone click: no decoder threads
     assert all(isinstance(results[i], RuntimeError) for i in (1, 2))
     again: dict[int, object] = {}
-    door.acquire(door.decode_lane)
-    threads = [_click(gated, embeddings[3], again, 3)]
-    wait_for(lambda: door.queued_for(door.decode_lane) == 1, 10, "the batch worker in line")
-    threads += [_click(gated, embeddings[i], again, i) for i in (4, 5)]
-    wait_for(lambda: batcher.pending() == 2, 10, "two waiting clicks")
+    threads = _lone_then_waiting(door, batcher, gated, embeddings, again, 3, (4, 5))
     door.decode_lane.release(0.0)
     for thread in threads:
         thread.join(timeout=10)
