@@ -12,9 +12,9 @@ Only threads that called `trace_passes_here` use it (the click queue's CPU decod
 see `ml_backend.click_batcher`); everywhere else the Python pass runs as before.
 
 `torch.jit.trace` is deprecated in recent PyTorch in favour of `torch.export` and
-`torch.compile`; neither runs a graph without Python here without a C++ toolchain at serving
-time. If recording fails (or a later PyTorch drops it), the Python pass runs and a warning
-says so once.
+`torch.compile`; an exported program still runs op by op from Python, and `torch.compile` (or
+AOTInductor) needs a C++ compiler at serving time. If recording fails (or a later PyTorch
+drops it), the Python pass runs and a warning says so once.
 """
 
 from __future__ import annotations
