@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from ml_backend.cli.bench_clicks import ROUNDING_LOGIT, Clicks, check_answers, percentiles, serve
+from ml_backend.cli.bench_clicks import (
+    ROUNDING_LOGIT,
+    Clicks,
+    check_answers,
+    first_result,
+    percentiles,
+    serve,
+)
 
 FIRST_TODAY, FIRST_NEW = 100, 200  # task ids of the first-click images of each path
 
@@ -135,7 +142,7 @@ def _overload(args: argparse.Namespace, clicks: Clicks, runtime: Any) -> dict[st
                 statuses[str(reply.status_code)] = statuses.get(str(reply.status_code), 0) + 1
                 if reply.status_code == 200:
                     answers = clicks.answers.setdefault("overload", {})
-                    answers[(task_id, index)] = reply.json()["results"][0]["result"][0]
+                    answers[(task_id, index)] = first_result(reply)
                 elif reply.status_code == 503 and "Retry-After" not in reply.headers:
                     missing_retry_after += 1
 
