@@ -64,8 +64,9 @@ def first_result(reply: Any) -> dict[str, Any]:
     """Return the first result of a /predict answer (a `requests` response).
 
     Parsed with orjson: the benchmark's clients run in the server's process, on its cores, and
-    the standard library's parser took ~5 ms of them per brush answer, work that an annotator's
-    browser does on its own machine.
+    the standard library's parser spends milliseconds of them on each brush answer (2.5 ms for
+    a 40,000-value RLE, 0.8 ms with orjson), work that an annotator's browser does on its own
+    machine.
     """
     import orjson
 
